@@ -1,0 +1,66 @@
+"""The ``axisor`` command: one group, one module per area of commands."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from axisor import __version__
+from axisor.cli.simulate import simulate_command
+from axisor.config import Settings
+from axisor.errors import AxisorError
+from axisor.logs import configure_logging
+
+
+class AxisorGroup(click.Group):
+    """Turns the platform's own errors into one readable line and exit status 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except AxisorError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=AxisorGroup)
+@click.version_option(__version__, prog_name="axisor")
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """Axisor: Margin Guard and trading automations for LN Markets futures."""
+    try:
+        settings = Settings.from_env()
+    except AxisorError as exc:
+        raise click.UsageError(str(exc)) from exc
+    configure_logging(settings.log_format, settings.log_level)
+    ctx.obj = settings
+
+
+@main.group()
+def db() -> None:
+    """Database commands."""
+
+
+@db.command("upgrade")
+@click.pass_obj
+def db_upgrade(settings: Settings) -> None:
+    """Apply every pending migration to the database (DATABASE_URL, or the SQLite default)."""
+    from axisor.db.migrate import current_revision, upgrade
+    from axisor.db.session import Database
+
+    database = Database(settings.effective_database_url)
+    upgrade(database)
+    click.echo(f"database {database.url} is at revision {current_revision(database)}")
+
+
+@main.command("episodes")
+def episodes_command() -> None:
+    """List the real BTC/USD price episodes shipped with Axisor."""
+    from axisor.market.episodes import EPISODES
+
+    for episode in EPISODES.values():
+        click.echo(f"{episode.name:18} {episode.resolution_s // 60:>3} min  {episode.title}")
+
+
+main.add_command(simulate_command)

@@ -1,0 +1,1 @@
+"""Engine: decides on each price tick which positions need action, and queues the jobs."""

@@ -1,0 +1,101 @@
+"""Margin Guard configuration, validated field by field.
+
+``margin_threshold`` is the fraction (0 < t < 1) of the distance from entry to liquidation that
+the price may use up before the guard acts: entry 60,000, liquidation 54,545 and t = 0.8 act at
+or below 55,636.
+"""
+
+from __future__ import annotations
+
+import enum
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from axisor.errors import InvalidConfigError
+from axisor.exchange.models import Capabilities
+
+
+class GuardAction(enum.StrEnum):
+    ADD_MARGIN = "add_margin"
+    CLOSE_POSITION = "close_position"
+    REDUCE_POSITION = "reduce_position"
+    NOTIFY = "notify"
+
+
+class AddMarginMode(enum.StrEnum):
+    PERCENT = "percent"  # add add_margin_percent % of the current margin
+    RESTORE = "restore"  # add enough that the price has used only restore_fraction of the distance
+
+
+class GuardConfig(BaseModel):
+    """What the guard does for one position once the price crosses its trigger."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    margin_threshold: Decimal = Field(gt=0, lt=1)
+    action: GuardAction = GuardAction.ADD_MARGIN
+    add_margin_mode: AddMarginMode = AddMarginMode.PERCENT
+    add_margin_percent: Decimal = Field(default=Decimal(50), gt=0, le=1000)
+    restore_fraction: Decimal = Field(default=Decimal("0.5"), gt=0, lt=1)
+    reduce_percent: Decimal = Field(default=Decimal(50), gt=0, lt=100)
+    # Most sats the guard may add to one position over its life; None leaves only the balance.
+    budget_sats: int | None = Field(default=None, ge=0)
+    max_actions: int = Field(default=10, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _restore_below_threshold(self) -> GuardConfig:
+        restoring = self.add_margin_mode is AddMarginMode.RESTORE
+        if restoring and self.restore_fraction >= self.margin_threshold:
+            raise ValueError(
+                f"restore_fraction {self.restore_fraction} must be below margin_threshold "
+                f"{self.margin_threshold}, or the guard would act again at once"
+            )
+        return self
+
+
+_HINTS = {
+    "margin_threshold": "use a fraction between 0 and 1 such as 0.8",
+    "action": "use one of: add_margin, close_position, reduce_position, notify",
+    "add_margin_mode": "use 'percent' or 'restore'",
+    "add_margin_percent": "use a percentage above 0 and at most 1000, such as 50",
+    "restore_fraction": "use a fraction between 0 and margin_threshold, such as 0.5",
+    "reduce_percent": "use a percentage between 0 and 100, such as 50",
+    "budget_sats": "use a whole number of sats, 0 or more, or leave it out",
+    "max_actions": "use a whole number from 1 to 100",
+}
+
+
+def parse_guard_config(raw: dict[str, Any]) -> GuardConfig:
+    """Validate ``raw`` and return the configuration; errors name the first bad field."""
+    if not isinstance(raw, dict):
+        raise InvalidConfigError("config", f"expected an object of settings, got {raw!r}")
+    try:
+        return GuardConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise _to_config_error(exc, raw) from exc
+
+
+def _to_config_error(exc: ValidationError, raw: dict[str, Any]) -> InvalidConfigError:
+    error = exc.errors()[0]
+    field = ".".join(str(part) for part in error["loc"]) or "config"
+    if error["type"] == "extra_forbidden":
+        return InvalidConfigError(field, f"unknown setting; known settings: {', '.join(_HINTS)}")
+    if not error["loc"]:
+        return InvalidConfigError("restore_fraction", error["msg"].removeprefix("Value error, "))
+    value = raw.get(field, "<missing>")
+    hint = _HINTS.get(field, "check the value")
+    return InvalidConfigError(field, f"invalid value {value!r} ({error['msg']}); {hint}")
+
+
+def check_supported(config: GuardConfig, capabilities: Capabilities) -> None:
+    """Raise InvalidConfigError when the venue cannot carry out the configured action."""
+    reducing = config.action is GuardAction.REDUCE_POSITION
+    if reducing and not capabilities.partial_reduce_isolated:
+        raise InvalidConfigError(
+            "action",
+            f"reduce_position is not supported for isolated trades on {capabilities.name}: "
+            "the venue cannot partially reduce an isolated trade; use add_margin or "
+            "close_position",
+        )

@@ -1,0 +1,1 @@
+"""Queues: names, job payloads and the producers that add jobs to BullMQ."""

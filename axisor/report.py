@@ -1,0 +1,510 @@
+"""Write a self-contained HTML report of a price replay and the guard's actions on it.
+
+The page needs no network: the chart is inline SVG, the styles are inline CSS and a
+Content-Security-Policy blocks every external load. It shows the price line, one marker per
+event, a legend with counts per event kind, the summary as a table and the first 500 events.
+"""
+
+from __future__ import annotations
+
+import html
+import pathlib
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_CEILING, Decimal
+
+from axisor.errors import InvalidConfigError
+
+MAX_CHART_POINTS = 2000
+MAX_TABLE_EVENTS = 500
+
+
+@dataclass(frozen=True)
+class MarkerStyle:
+    """Drawing style of one event kind: legend text, colour and an SVG shape centred on (0, 0)."""
+
+    legend: str
+    colour: str
+    shape: str
+
+
+# A liquidation that happened with the guard on is a solid red cross. One that would have
+# happened without the guard is a hollow dashed ring with a cross, plus a dashed vertical line.
+MARKER_STYLES: dict[str, MarkerStyle] = {
+    "add_margin": MarkerStyle(
+        "Add margin", "#16a34a", '<circle r="5.5" fill="#16a34a" stroke="#fff" stroke-width="1.5"/>'
+    ),
+    "reduce_position": MarkerStyle(
+        "Reduce position",
+        "#ea580c",
+        '<path d="M0 -7 L7 0 L0 7 L-7 0 Z" fill="#ea580c" stroke="#fff" stroke-width="1.5"/>',
+    ),
+    "close_position": MarkerStyle(
+        "Close position",
+        "#1d4ed8",
+        '<rect x="-5.5" y="-5.5" width="11" height="11" fill="#1d4ed8" stroke="#fff"'
+        ' stroke-width="1.5"/>',
+    ),
+    "notify": MarkerStyle(
+        "Notify", "#64748b", '<circle r="4.5" fill="#fff" stroke="#64748b" stroke-width="2"/>'
+    ),
+    "liquidation_with_guard": MarkerStyle(
+        "Liquidation (guard on)",
+        "#dc2626",
+        '<path d="M-6 -6 L6 6 M6 -6 L-6 6" stroke="#fff" stroke-width="6" stroke-linecap="round"/>'
+        '<path d="M-6 -6 L6 6 M6 -6 L-6 6" stroke="#dc2626" stroke-width="3.5"'
+        ' stroke-linecap="round"/>',
+    ),
+    "liquidation_without_guard": MarkerStyle(
+        "Liquidation without guard",
+        "#7f1d1d",
+        '<circle r="9" fill="#fff" fill-opacity="0.85" stroke="#7f1d1d" stroke-width="2"'
+        ' stroke-dasharray="3 2"/>'
+        '<path d="M-4 -4 L4 4 M4 -4 L-4 4" stroke="#7f1d1d" stroke-width="2"/>',
+    ),
+    "take_profit": MarkerStyle(
+        "Take profit",
+        "#0d9488",
+        '<path d="M0 -7 L6.5 5 L-6.5 5 Z" fill="#0d9488" stroke="#fff" stroke-width="1.5"/>',
+    ),
+    "stop_loss": MarkerStyle(
+        "Stop loss",
+        "#c026d3",
+        '<path d="M0 7 L6.5 -5 L-6.5 -5 Z" fill="#c026d3" stroke="#fff" stroke-width="1.5"/>',
+    ),
+    "auto_entry": MarkerStyle(
+        "Auto entry",
+        "#7c3aed",
+        '<path d="M-6 0 H6 M0 -6 V6" stroke="#fff" stroke-width="6" stroke-linecap="round"/>'
+        '<path d="M-6 0 H6 M0 -6 V6" stroke="#7c3aed" stroke-width="3" stroke-linecap="round"/>',
+    ),
+}
+EVENT_KINDS = tuple(MARKER_STYLES)
+
+
+@dataclass(frozen=True)
+class ReportEvent:
+    """An action or outcome to mark on the chart, at ``price`` USD per BTC."""
+
+    time_ms: int  # epoch milliseconds UTC
+    price: Decimal
+    kind: str  # one of EVENT_KINDS
+    label: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in MARKER_STYLES:
+            raise InvalidConfigError(
+                "kind", f"unknown event kind {self.kind!r}; choose one of: {', '.join(EVENT_KINDS)}"
+            )
+
+
+# Chart geometry, in SVG user units.
+_WIDTH = 1100
+_HEIGHT = 460
+_LEFT = 84
+_RIGHT = 24
+_TOP = 20
+_BOTTOM = 58
+_PLOT_WIDTH = _WIDTH - _LEFT - _RIGHT
+_PLOT_HEIGHT = _HEIGHT - _TOP - _BOTTOM
+
+_MINUTE_MS = 60_000
+_HOUR_MS = 60 * _MINUTE_MS
+_DAY_MS = 24 * _HOUR_MS
+_TIME_STEPS_MS = tuple(
+    [m * _MINUTE_MS for m in (1, 2, 5, 10, 15, 30)]
+    + [h * _HOUR_MS for h in (1, 2, 3, 6, 12)]
+    + [d * _DAY_MS for d in (1, 2, 7, 14, 28, 91, 182, 364)]
+)
+_MAX_TIME_TICKS = 9
+_PRICE_TICK_TARGET = 6
+
+
+def downsample_min_max(
+    points: Sequence[tuple[int, Decimal]], max_points: int = MAX_CHART_POINTS
+) -> list[tuple[int, Decimal]]:
+    """Reduce a time-ordered series to at most ``max_points`` by keeping each bucket's extremes.
+
+    The series is cut into equal-count buckets and each bucket keeps its lowest and highest
+    point in time order, so a one-tick crash wick survives. The first and last points are kept.
+    """
+    if len(points) <= max_points:
+        return list(points)
+
+    bucket_count = max(1, (max_points - 2) // 2)
+    kept_points = [points[0]]
+    for bucket in range(bucket_count):
+        start = 1 + bucket * (len(points) - 2) // bucket_count
+        stop = 1 + (bucket + 1) * (len(points) - 2) // bucket_count
+        kept_points.extend(_bucket_extremes(points, start, stop))
+    kept_points.append(points[-1])
+    return kept_points
+
+
+def _bucket_extremes(
+    points: Sequence[tuple[int, Decimal]], start: int, stop: int
+) -> list[tuple[int, Decimal]]:
+    if start >= stop:
+        return []
+    indices = range(start, stop)
+    low = min(indices, key=lambda i: points[i][1])
+    high = max(indices, key=lambda i: points[i][1])
+    return [points[i] for i in sorted({low, high})]
+
+
+def flatten_summary(summary: Mapping[str, object], prefix: str = "") -> list[tuple[str, str]]:
+    """Flatten nested mappings into (``"a.b"``, text) rows in insertion order."""
+    rows: list[tuple[str, str]] = []
+    for key, value in summary.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            rows.extend(flatten_summary(value, prefix=f"{name}."))
+        else:
+            rows.append((name, _format_value(value)))
+    return rows
+
+
+def _format_value(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list | tuple | set | frozenset):
+        return ", ".join(_format_value(item) for item in value)
+    return str(value)
+
+
+def format_utc(time_ms: int) -> str:
+    """Format epoch milliseconds as ``YYYY-MM-DD HH:MM:SS`` UTC."""
+    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=time_ms)
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _format_price(price: Decimal) -> str:
+    return f"{price:,f}"
+
+
+# Scales and axes
+
+
+@dataclass(frozen=True)
+class _Scale:
+    """Mapping from epoch milliseconds and USD prices to SVG coordinates of the plot area."""
+
+    start_ms: int
+    end_ms: int
+    low_usd: Decimal
+    high_usd: Decimal
+
+    def x(self, time_ms: int) -> float:
+        span_ms = max(1, self.end_ms - self.start_ms)
+        return _LEFT + (time_ms - self.start_ms) / span_ms * _PLOT_WIDTH
+
+    def y(self, price: Decimal) -> float:
+        span_usd = max(Decimal("1e-9"), self.high_usd - self.low_usd)
+        return _TOP + float((self.high_usd - price) / span_usd) * _PLOT_HEIGHT
+
+
+def _build_scale(prices: Sequence[tuple[int, Decimal]], events: Sequence[ReportEvent]) -> _Scale:
+    times = [time_ms for time_ms, _ in prices] + [event.time_ms for event in events]
+    values = [price for _, price in prices] + [event.price for event in events]
+    low, high = min(values), max(values)
+    padding = (high - low) * Decimal("0.04") or max(abs(high) * Decimal("0.01"), Decimal(1))
+    return _Scale(min(times), max(times), low - padding, high + padding)
+
+
+def _price_step(span_usd: Decimal) -> Decimal:
+    """Pick a step of 1, 2, 2.5 or 5 times a power of ten that gives about six ticks."""
+    raw = span_usd / _PRICE_TICK_TARGET
+    magnitude = Decimal(1).scaleb(raw.adjusted())
+    for factor in (1, 2, Decimal("2.5"), 5, 10):
+        if magnitude * factor >= raw:
+            return magnitude * factor
+    return magnitude * 10
+
+
+def _price_ticks(scale: _Scale) -> list[Decimal]:
+    step = _price_step(scale.high_usd - scale.low_usd)
+    tick = (scale.low_usd / step).to_integral_value(rounding=ROUND_CEILING) * step
+    ticks = []
+    while tick <= scale.high_usd:
+        ticks.append(tick)
+        tick += step
+    return ticks
+
+
+def _price_label(tick: Decimal) -> str:
+    if tick == tick.to_integral_value():
+        return f"{int(tick):,}"
+    return f"{tick.normalize():,f}"
+
+
+def _time_ticks(scale: _Scale) -> tuple[int, list[int]]:
+    span_ms = max(1, scale.end_ms - scale.start_ms)
+    step_ms = next(
+        (step for step in _TIME_STEPS_MS if span_ms // step <= _MAX_TIME_TICKS), _TIME_STEPS_MS[-1]
+    )
+    first_ms = -(-scale.start_ms // step_ms) * step_ms
+    return step_ms, list(range(first_ms, scale.end_ms + 1, step_ms))
+
+
+def _time_label(time_ms: int, step_ms: int, previous_ms: int | None) -> tuple[str, str]:
+    """Return the two lines under a time tick: the clock time and, on a new day, the date."""
+    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=time_ms)
+    date = moment.strftime("%Y-%m-%d")
+    if step_ms >= _DAY_MS:
+        return date, ""
+
+    new_day = previous_ms is None or time_ms // _DAY_MS != previous_ms // _DAY_MS
+    return moment.strftime("%H:%M"), date if new_day else ""
+
+
+def _svg_price_axis(scale: _Scale) -> list[str]:
+    parts = []
+    for tick in _price_ticks(scale):
+        y = scale.y(tick)
+        parts.append(
+            f'<line class="grid" x1="{_LEFT}" x2="{_WIDTH - _RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>'
+            f'<text class="axis" x="{_LEFT - 8}" y="{y + 4:.1f}" text-anchor="end">'
+            f"{_price_label(tick)}</text>"
+        )
+    middle_y = _TOP + _PLOT_HEIGHT / 2
+    parts.append(
+        f'<text class="axis-title" transform="translate(18 {middle_y:.1f}) rotate(-90)"'
+        ' text-anchor="middle">USD per BTC</text>'
+    )
+    return parts
+
+
+def _svg_time_axis(scale: _Scale) -> list[str]:
+    step_ms, ticks = _time_ticks(scale)
+    bottom = _TOP + _PLOT_HEIGHT
+    parts = []
+    previous_ms = None
+    for tick_ms in ticks:
+        x = scale.x(tick_ms)
+        clock, date = _time_label(tick_ms, step_ms, previous_ms)
+        parts.append(
+            f'<line class="grid" x1="{x:.1f}" x2="{x:.1f}" y1="{_TOP}" y2="{bottom}"/>'
+            f'<text class="axis" x="{x:.1f}" y="{bottom + 18}" text-anchor="middle">{clock}'
+            f'<tspan class="axis-date" x="{x:.1f}" dy="15">{date}</tspan></text>'
+        )
+        previous_ms = tick_ms
+    parts.append(
+        f'<text class="axis-title" x="{_WIDTH - _RIGHT}" y="{_HEIGHT - 4}" text-anchor="end">'
+        "time (UTC)</text>"
+    )
+    return parts
+
+
+# Chart body
+
+
+def _svg_price_line(scale: _Scale, prices: Sequence[tuple[int, Decimal]]) -> str:
+    points = " ".join(f"{scale.x(t):.1f},{scale.y(p):.1f}" for t, p in prices)
+    return f'<polyline class="price" points="{points}"/>'
+
+
+def _svg_markers(scale: _Scale, events: Iterable[ReportEvent]) -> list[str]:
+    parts = []
+    for event in events:
+        x, y = scale.x(event.time_ms), scale.y(event.price)
+        if event.kind == "liquidation_without_guard":
+            parts.append(
+                f'<line class="guide" x1="{x:.1f}" x2="{x:.1f}" y1="{_TOP}" '
+                f'y2="{_TOP + _PLOT_HEIGHT}"/>'
+            )
+        tooltip = _escape(
+            f"{format_utc(event.time_ms)} UTC, {MARKER_STYLES[event.kind].legend}, "
+            f"{_format_price(event.price)} USD: {event.label}"
+        )
+        parts.append(
+            f'<use class="marker" data-kind="{event.kind}" href="#marker-{event.kind}" '
+            f'x="{x:.1f}" y="{y:.1f}"><title>{tooltip}</title></use>'
+        )
+    return parts
+
+
+def _svg_chart(prices: Sequence[tuple[int, Decimal]], events: Sequence[ReportEvent]) -> str:
+    if not prices and not events:
+        return '<p class="empty">No price data.</p>'
+
+    scale = _build_scale(prices, events)
+    clip = (
+        f'<clipPath id="plot"><rect x="{_LEFT}" y="{_TOP}" width="{_PLOT_WIDTH}" '
+        f'height="{_PLOT_HEIGHT}"/></clipPath>'
+    )
+    frame = (
+        f'<rect class="frame" x="{_LEFT}" y="{_TOP}" width="{_PLOT_WIDTH}" '
+        f'height="{_PLOT_HEIGHT}"/>'
+    )
+    body = [clip, frame, *_svg_price_axis(scale), *_svg_time_axis(scale)]
+    body.append(f'<g clip-path="url(#plot)">{_svg_price_line(scale, prices)}</g>')
+    body.extend(_svg_markers(scale, events))
+    return (
+        f'<svg class="chart" viewBox="0 0 {_WIDTH} {_HEIGHT}" role="img" '
+        f'aria-label="price chart" xmlns="http://www.w3.org/2000/svg">{"".join(body)}</svg>'
+    )
+
+
+def _svg_symbol_defs() -> str:
+    symbols = "".join(
+        f'<g id="marker-{kind}">{style.shape}</g>' for kind, style in MARKER_STYLES.items()
+    )
+    return (
+        '<svg width="0" height="0" style="position:absolute" aria-hidden="true" '
+        f'xmlns="http://www.w3.org/2000/svg"><defs>{symbols}</defs></svg>'
+    )
+
+
+def _legend_symbol(kind: str) -> str:
+    return (
+        '<svg class="legend-symbol" viewBox="-10 -10 20 20" aria-hidden="true">'
+        f'<use href="#marker-{kind}"/></svg>'
+    )
+
+
+def _html_legend(events: Sequence[ReportEvent]) -> str:
+    counts = Counter(event.kind for event in events)
+    items = [
+        '<li><svg class="legend-symbol" viewBox="0 0 20 20" aria-hidden="true">'
+        '<path class="price" d="M1 13 L7 7 L12 11 L19 4"/></svg>price</li>'
+    ]
+    for kind, style in MARKER_STYLES.items():
+        if counts[kind]:
+            items.append(
+                f'<li class="legend-item" data-kind="{kind}">{_legend_symbol(kind)}'
+                f'{_escape(style.legend)} <span class="count">{counts[kind]}</span></li>'
+            )
+    return f'<ul class="legend">{"".join(items)}</ul>'
+
+
+# Tables and page
+
+
+def _escape(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _html_summary(summary: Mapping[str, object]) -> str:
+    rows = flatten_summary(summary)
+    if not rows:
+        return '<p class="empty">No summary.</p>'
+
+    body = "".join(f"<tr><th>{_escape(k)}</th><td>{_escape(v)}</td></tr>" for k, v in rows)
+    return f'<table class="summary"><tbody>{body}</tbody></table>'
+
+
+def _html_events(events: Sequence[ReportEvent]) -> str:
+    if not events:
+        return '<p class="empty">No events.</p>'
+
+    shown_events = events[:MAX_TABLE_EVENTS]
+    rows = "".join(
+        f'<tr><td class="time">{format_utc(event.time_ms)}</td>'
+        f'<td class="kind">{_legend_symbol(event.kind)}'
+        f"{_escape(MARKER_STYLES[event.kind].legend)}</td>"
+        f'<td class="number">{_escape(_format_price(event.price))}</td>'
+        f"<td>{_escape(event.label)}</td></tr>"
+        for event in shown_events
+    )
+    note = ""
+    if len(events) > len(shown_events):
+        note = f'<p class="note">Showing the first {len(shown_events)} of {len(events)} events.</p>'
+    header = "<tr><th>time (UTC)</th><th>event</th><th>price (USD)</th><th>detail</th></tr>"
+    return f'{note}<table class="events"><thead>{header}</thead><tbody>{rows}</tbody></table>'
+
+
+def _html_subtitle(prices: Sequence[tuple[int, Decimal]]) -> str:
+    if not prices:
+        return ""
+
+    low = min(prices, key=lambda point: point[1])
+    high = max(prices, key=lambda point: point[1])
+    return (
+        f'<p class="subtitle">{format_utc(prices[0][0])} to {format_utc(prices[-1][0])} UTC'
+        f" &middot; low {_format_price(low[1])} at {format_utc(low[0])}"
+        f" &middot; high {_format_price(high[1])} at {format_utc(high[0])}</p>"
+    )
+
+
+_STYLE = """
+:root { color-scheme: light; }
+body { margin: 0; background: #f5f7fa; color: #0f172a;
+  font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial,
+  sans-serif; }
+main { max-width: 1180px; margin: 0 auto; padding: 24px 20px 48px; }
+h1 { font-size: 22px; margin: 0 0 4px; }
+h2 { font-size: 16px; margin: 28px 0 8px; }
+.subtitle, .note, .empty { color: #475569; margin: 0 0 12px; }
+.card { background: #fff; border: 1px solid #e2e8f0; border-radius: 8px; padding: 12px 16px; }
+.chart { width: 100%; height: auto; display: block; }
+.chart .frame { fill: #fff; stroke: #cbd5e1; }
+.chart .grid { stroke: #e2e8f0; stroke-width: 1; }
+.chart .axis { fill: #475569; font-size: 12px; font-variant-numeric: tabular-nums; }
+.chart .axis-date { fill: #94a3b8; font-size: 11px; }
+.chart .axis-title { fill: #64748b; font-size: 12px; }
+.chart .guide { stroke: #7f1d1d; stroke-width: 1; stroke-dasharray: 4 4; opacity: 0.55; }
+.price { fill: none; stroke: #334155; stroke-width: 1.2; stroke-linejoin: round; }
+.legend { list-style: none; display: flex; flex-wrap: wrap; gap: 6px 18px; padding: 0;
+  margin: 10px 0 0; }
+.legend li { display: flex; align-items: center; gap: 6px; }
+.legend .count { color: #475569; font-variant-numeric: tabular-nums; }
+.legend-symbol { width: 18px; height: 18px; overflow: visible; flex: none; }
+table { border-collapse: collapse; background: #fff; border: 1px solid #e2e8f0; }
+th, td { text-align: left; padding: 5px 12px; border-bottom: 1px solid #eef2f6;
+  vertical-align: middle; }
+thead th { background: #f1f5f9; font-weight: 600; }
+.summary th { font-weight: 500; color: #334155; }
+.summary td, .number, .time { font-variant-numeric: tabular-nums; }
+.number { text-align: right; white-space: nowrap; }
+.time { white-space: nowrap; }
+.kind { white-space: nowrap; }
+.kind .legend-symbol { width: 14px; height: 14px; vertical-align: -2px; margin-right: 6px; }
+tbody tr:nth-child(even) { background: #fafbfc; }
+"""
+
+_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+
+
+def render_report(
+    *,
+    title: str,
+    summary: Mapping[str, object],
+    prices: Sequence[tuple[int, Decimal]],
+    events: Sequence[ReportEvent],
+) -> str:
+    """Render the report page as one HTML string (see ``write_report``)."""
+    ordered_prices = sorted(prices, key=lambda point: point[0])
+    ordered_events = sorted(events, key=lambda event: event.time_ms)
+    chart = _svg_chart(downsample_min_max(ordered_prices), ordered_events)
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_escape(title)}</title><style>{_STYLE}</style></head><body>"
+        f"{_svg_symbol_defs()}<main><h1>{_escape(title)}</h1>{_html_subtitle(ordered_prices)}"
+        f'<div class="card">{chart}{_html_legend(ordered_events)}</div>'
+        f"<h2>Summary</h2>{_html_summary(summary)}"
+        f"<h2>Events ({len(ordered_events)})</h2>{_html_events(ordered_events)}"
+        "</main></body></html>\n"
+    )
+
+
+def write_report(
+    path: str | pathlib.Path,
+    *,
+    title: str,
+    summary: Mapping[str, object],
+    prices: Sequence[tuple[int, Decimal]],
+    events: Sequence[ReportEvent],
+) -> pathlib.Path:
+    """Write the HTML report to ``path`` and return the path.
+
+    ``prices`` are (epoch ms, USD per BTC) points, drawn after reduction to at most
+    MAX_CHART_POINTS points. Nested dicts in ``summary`` become rows named ``a.b``.
+    """
+    path = pathlib.Path(path)
+    page = render_report(title=title, summary=summary, prices=prices, events=events)
+    path.write_text(page, encoding="utf-8")
+    return path

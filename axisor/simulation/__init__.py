@@ -1,0 +1,1 @@
+"""Replays of real BTC price episodes through the whole pipeline, with generated positions."""

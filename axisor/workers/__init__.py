@@ -1,0 +1,1 @@
+"""Workers: BullMQ processors for the margin-guard and automation-execute queues."""

@@ -1,0 +1,50 @@
+"""What a processor needs: the database, the ledger, exchanges per account and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import structlog
+from redis.asyncio import Redis
+
+from axisor.db.session import Database
+from axisor.engine.events import publish_position_changed
+from axisor.exchange.protocol import Exchange
+from axisor.guard.positions import PositionStore
+from axisor.ledger import ActionLedger
+from axisor.queue.names import POSITION_EVENTS_STREAM
+
+T = TypeVar("T")
+
+
+class ExchangeResolver(Protocol):
+    """Returns the exchange client for one linked account."""
+
+    async def for_account(self, account_id: int) -> Exchange: ...
+
+
+@dataclass
+class WorkerContext:
+    database: Database
+    exchanges: ExchangeResolver
+    redis: Redis
+    worker_name: str
+    events_stream: str = POSITION_EVENTS_STREAM
+    ledger: ActionLedger = field(init=False)
+    positions: PositionStore = field(init=False)
+    log: Any = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ledger = ActionLedger(self.database)
+        self.positions = PositionStore(self.database)
+        self.log = structlog.get_logger("axisor.worker").bind(worker=self.worker_name)
+
+    async def db(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking database call in a thread, so lock renewal keeps running."""
+        return await asyncio.to_thread(function, *args, **kwargs)
+
+    async def position_changed(self, position_id: int) -> None:
+        await publish_position_changed(self.redis, position_id, self.events_stream)

@@ -1,0 +1,259 @@
+"""The margin-guard-action job: act once on a position whose trigger the engine saw crossed.
+
+Order of work: read the ledger (a finished action is never repeated), re-read the trade from the
+exchange (a vanished or impossible trade gets no action), settle an earlier attempt whose outcome
+is unknown, check the trigger against fresh values, then claim the ledger row and call the
+exchange. The claim commits before the call, so a crash after it leaves evidence to reconcile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from decimal import Decimal
+
+from axisor.db.models import LedgerState
+from axisor.errors import (
+    AuthenticationError,
+    InvalidExchangeDataError,
+    RejectedError,
+    RetryLaterError,
+    StateUnknownError,
+)
+from axisor.exchange.models import CloseReason, Trade
+from axisor.exchange.protocol import Exchange, find_running_trade
+from axisor.guard.config import GuardAction, check_supported
+from axisor.guard.policy import is_crossed, plan_add_margin, trigger_price, validate_trade
+from axisor.guard.positions import GuardedPosition
+from axisor.ledger import LedgerRecord
+from axisor.queue.jobs import GuardActionJob
+from axisor.workers.context import WorkerContext
+
+
+class ClaimLostError(RetryLaterError):
+    """Another attempt claimed the ledger row first; this one retries and then finds its outcome."""
+
+
+@dataclass
+class ActionRun:
+    """State of one attempt of one job."""
+
+    ctx: WorkerContext
+    job: GuardActionJob
+    record: LedgerRecord | None = None
+    guarded: GuardedPosition | None = None
+    exchange: Exchange | None = None
+
+    @property
+    def key(self) -> str:
+        return self.job.idempotency_key
+
+    def outcome(self, name: str, **extra) -> dict:
+        return {"outcome": name, "position_id": self.job.position_id, **extra}
+
+
+async def run_guard_action(ctx: WorkerContext, job: GuardActionJob) -> dict:
+    """Carry out the job and return its outcome; raise only when BullMQ should retry it."""
+    run = ActionRun(ctx, job)
+    run.record = await ctx.db(ctx.ledger.get, run.key)
+    if run.record is not None and run.record.final:
+        return run.outcome(f"already_{run.record.state.value}")
+
+    run.guarded = await ctx.db(ctx.positions.load, job.position_id)
+    if run.guarded is None:
+        return await _abandon(run, "not_guarded", "position is not running or has no guard")
+    if run.record is None and run.guarded.position.guard_version != job.version:
+        return run.outcome("stale", current_version=run.guarded.position.guard_version)
+
+    run.exchange = await ctx.exchanges.for_account(job.account_id)
+    trade = await find_running_trade(run.exchange, run.guarded.position.trade_id)
+    if run.record is not None and run.record.state in (LedgerState.SENT, LedgerState.UNKNOWN):
+        settled = await _settle_earlier_attempt(run, trade)
+        if settled is not None:
+            return settled
+    if trade is None:
+        return await _trade_gone(run)
+    return await _decide(run, trade)
+
+
+async def _decide(run: ActionRun, trade: Trade) -> dict:
+    ctx, guarded = run.ctx, run.guarded
+    try:
+        validate_trade(trade)
+    except InvalidExchangeDataError as exc:
+        await ctx.db(ctx.positions.mark_invalid, guarded.position.id, exc)
+        await ctx.position_changed(guarded.position.id)
+        ctx.log.error("trade rejected as invalid", position_id=guarded.position.id, error=str(exc))
+        return await _abandon(run, "invalid_trade", str(exc), notify_engine=False)
+
+    await ctx.db(ctx.positions.refresh_from_trade, guarded.position.id, trade)
+    price = (await run.exchange.get_ticker()).last_price
+    trigger = trigger_price(
+        trade.side, trade.entry_price, trade.liquidation_price, guarded.config.margin_threshold
+    )
+    if not guarded.enabled:
+        return await _abandon(run, "disabled", "the guard is disabled for this position")
+    if not is_crossed(trade.side, price, trigger):
+        await ctx.db(ctx.positions.rearm, guarded.position.id, count_action=False)
+        return await _abandon(run, "not_crossed", f"price {price} no longer crosses {trigger}")
+    if guarded.position.guard_actions >= guarded.config.max_actions:
+        limit = guarded.config.max_actions
+        return await _abandon(run, "action_limit", f"the guard already acted {limit} times")
+    return await _act(run, trade, price)
+
+
+async def _act(run: ActionRun, trade: Trade, price: Decimal) -> dict:
+    action = run.guarded.config.action
+    if action is GuardAction.ADD_MARGIN:
+        return await _add_margin(run, trade, price)
+    if action is GuardAction.CLOSE_POSITION:
+        return await _close(run, trade, price)
+    if action is GuardAction.NOTIFY:
+        return await _notify(run, trade, price)
+    check_supported(run.guarded.config, run.exchange.capabilities)
+    return await _abandon(run, "not_supported", f"{action.value} is not implemented")
+
+
+async def _add_margin(run: ActionRun, trade: Trade, price: Decimal) -> dict:
+    ctx, position = run.ctx, run.guarded.position
+    balance = await run.exchange.get_balance()
+    plan = plan_add_margin(run.guarded.config, trade, price, balance.free_sats, position.sats_added)
+    if plan.amount_sats == 0:
+        await _open_record(run, price)
+        await ctx.db(ctx.ledger.fail, run.key, f"no sats available ({plan.limited_by} limit)",
+                     None, plan.shortfall_sats)
+        await ctx.db(ctx.positions.record_failure, position.id, position.user_id, "add_margin",
+                     f"needed {plan.needed_sats} sats, {plan.limited_by} allows none")
+        await ctx.position_changed(position.id)
+        ctx.log.critical("protective action impossible", position_id=position.id,
+                         needed_sats=plan.needed_sats, limited_by=plan.limited_by)
+        return run.outcome("insufficient_funds", shortfall_sats=plan.shortfall_sats)
+
+    await _claim(run, price, amount_sats=plan.amount_sats, shortfall_sats=plan.shortfall_sats,
+                 margin_before_sats=trade.margin_sats,
+                 margin_after_sats=trade.margin_sats + plan.amount_sats)
+    updated = await _call(run, run.exchange.add_margin(trade.id, plan.amount_sats))
+    if isinstance(updated, dict):
+        return updated
+    await ctx.db(ctx.ledger.confirm, run.key, {"margin_after_sats": updated.margin_sats})
+    await ctx.db(ctx.positions.record_margin_added, position.id, position.user_id, updated,
+                 plan.amount_sats, price)
+    await ctx.position_changed(position.id)
+    return run.outcome("margin_added", amount_sats=plan.amount_sats,
+                       shortfall_sats=plan.shortfall_sats)
+
+
+async def _close(run: ActionRun, trade: Trade, price: Decimal) -> dict:
+    ctx, position = run.ctx, run.guarded.position
+    await _claim(run, price, amount_sats=0, margin_before_sats=trade.margin_sats)
+    closed = await _call(run, run.exchange.close_trade(trade.id))
+    if isinstance(closed, dict):
+        return closed
+    await ctx.db(ctx.ledger.confirm, run.key, {"pnl_sats": closed.pnl_sats})
+    await ctx.db(ctx.positions.record_closed_by_guard, position.id, position.user_id, price)
+    await ctx.position_changed(position.id)
+    return run.outcome("closed", pnl_sats=closed.pnl_sats)
+
+
+async def _notify(run: ActionRun, trade: Trade, price: Decimal) -> dict:
+    ctx, position = run.ctx, run.guarded.position
+    await _open_record(run, price)
+    await ctx.db(ctx.ledger.confirm, run.key, {"notified": True, "price": str(price)})
+    await ctx.db(ctx.positions.rearm, position.id, count_action=True)
+    await ctx.position_changed(position.id)
+    ctx.log.warning("margin guard threshold crossed", position_id=position.id, price=str(price),
+                    liquidation_price=str(trade.liquidation_price))
+    return run.outcome("notified")
+
+
+async def _open_record(run: ActionRun, price: Decimal) -> LedgerRecord:
+    if run.record is None:
+        job = run.job
+        run.record = await run.ctx.db(
+            run.ctx.ledger.open, run.key, account_id=job.account_id,
+            position_id=job.position_id, action=run.guarded.config.action.value,
+            trigger_price=job.trigger_price, tick_price=price,
+            tick_received_ns=job.tick_received_ns,
+            details={"tick_time_ms": job.tick_time_ms},
+        )
+    return run.record
+
+
+async def _claim(run: ActionRun, price: Decimal, **values) -> None:
+    record = await _open_record(run, price)
+    claimed = await run.ctx.db(run.ctx.ledger.claim, record, **values)
+    if claimed is None:
+        raise ClaimLostError(f"ledger row {run.key} was claimed by another attempt")
+    run.record = claimed
+
+
+async def _call(run: ActionRun, request):
+    """Await the exchange call; return its result, or an outcome dict when it was rejected."""
+    ctx, position = run.ctx, run.guarded.position
+    try:
+        return await request
+    except RetryLaterError as exc:
+        await ctx.db(ctx.ledger.release, run.key, str(exc))
+        raise
+    except (StateUnknownError, TimeoutError, asyncio.CancelledError) as exc:
+        await ctx.db(ctx.ledger.mark_unknown, run.key, str(exc) or type(exc).__name__)
+        raise
+    except (RejectedError, AuthenticationError) as exc:
+        action = run.guarded.config.action.value
+        await ctx.db(ctx.ledger.fail, run.key, str(exc))
+        await ctx.db(ctx.positions.record_failure, position.id, position.user_id, action, str(exc))
+        await ctx.position_changed(position.id)
+        ctx.log.critical("protective action rejected", position_id=position.id, action=action,
+                         error=str(exc))
+        return run.outcome("rejected", error=str(exc))
+
+
+async def _settle_earlier_attempt(run: ActionRun, trade: Trade | None) -> dict | None:
+    """Confirm an earlier attempt that the exchange shows as applied; None when it was not."""
+    ctx, record = run.ctx, run.record
+    applied = await _was_applied(run, record, trade)
+    if not applied:
+        ctx.log.info("earlier attempt was not applied", key=run.key, state=record.state.value)
+        return None
+    await ctx.db(ctx.ledger.confirm, run.key, {"confirmed_by": "reconciliation"})
+    position = run.guarded.position
+    if record.action == GuardAction.ADD_MARGIN.value:
+        await ctx.db(ctx.positions.record_margin_added, position.id, position.user_id, trade,
+                     record.amount_sats, None)
+    else:
+        await ctx.db(ctx.positions.record_closed_by_guard, position.id, position.user_id, None)
+    await ctx.position_changed(position.id)
+    return run.outcome("confirmed_by_reconciliation")
+
+
+async def _was_applied(run: ActionRun, record: LedgerRecord, trade: Trade | None) -> bool:
+    if record.action == GuardAction.ADD_MARGIN.value:
+        return trade is not None and trade.margin_sats >= (record.margin_after_sats or 0)
+    if record.action == GuardAction.CLOSE_POSITION.value and trade is None:
+        reasons = await _closed_reasons(run.exchange)
+        return reasons.get(run.guarded.position.trade_id) is CloseReason.CLOSED
+    return False
+
+
+async def _closed_reasons(exchange: Exchange) -> dict[str, CloseReason]:
+    return {t.id: t.close_reason for t in await exchange.get_closed_trades(limit=1000)}
+
+
+async def _trade_gone(run: ActionRun) -> dict:
+    ctx, position = run.ctx, run.guarded.position
+    reason = (await _closed_reasons(run.exchange)).get(position.trade_id, CloseReason.CLOSED)
+    await ctx.db(ctx.positions.mark_closed, position.id, reason)
+    await ctx.position_changed(position.id)
+    ctx.log.info("trade no longer running; no action sent", position_id=position.id,
+                 reason=str(reason))
+    return await _abandon(run, "trade_gone", f"trade is no longer running ({reason})",
+                          notify_engine=False)
+
+
+async def _abandon(run: ActionRun, name: str, reason: str, notify_engine: bool = True) -> dict:
+    """Finish without an exchange call, closing any open ledger row as failed."""
+    if run.record is not None and not run.record.final:
+        await run.ctx.db(run.ctx.ledger.fail, run.key, reason)
+    if notify_engine and run.guarded is not None:
+        await run.ctx.position_changed(run.guarded.position.id)
+    return run.outcome(name, reason=reason)

@@ -1,0 +1,108 @@
+"""BullMQ workers: one per queue, each dispatching jobs by name to their processor."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from typing import Any
+
+import structlog
+from bullmq import Worker
+from pydantic import ValidationError
+
+from axisor.queue.jobs import GuardActionJob, GuardCheckJob
+from axisor.queue.names import GUARD_ACTION_JOB, GUARD_CHECK_JOB, MARGIN_GUARD_QUEUE
+from axisor.workers.context import WorkerContext
+from axisor.workers.guard_action import run_guard_action
+from axisor.workers.guard_check import run_guard_check
+
+log = structlog.get_logger("axisor.worker")
+
+PROCESSORS = {
+    GUARD_CHECK_JOB: (GuardCheckJob, run_guard_check),
+    GUARD_ACTION_JOB: (GuardActionJob, run_guard_action),
+}
+
+
+def worker_name() -> str:
+    """Return host-pid, the name operators see in worker lists."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class UnknownJobError(Exception):
+    """A job name no processor handles; the job fails without retries being useful."""
+
+
+def make_processor(ctx: WorkerContext, timeout_ms: int):
+    """Return the BullMQ processor: validate the payload, run it under the timeout, log once."""
+
+    async def process(job, token) -> dict[str, Any]:
+        started = time.perf_counter()
+        bound = log.bind(job_id=job.id, job_name=job.name, queue=job.queue.name,
+                         attempt=job.attemptsMade + 1)
+        try:
+            schema, handler = PROCESSORS[job.name]
+        except KeyError:
+            raise UnknownJobError(f"no processor for job name {job.name!r}") from None
+        try:
+            payload = schema.model_validate(job.data)
+        except ValidationError as exc:
+            bound.error("job payload invalid", error=str(exc))
+            raise
+        try:
+            result = await asyncio.wait_for(handler(ctx, payload), timeout_ms / 1000)
+        except Exception as exc:
+            bound.warning("job failed", error=str(exc) or type(exc).__name__,
+                          error_type=type(exc).__name__, duration_ms=_ms_since(started))
+            raise
+        bound.info("job completed", duration_ms=_ms_since(started), **_brief(result))
+        return result
+
+    return process
+
+
+def _log_failed(queue: str, job, error: BaseException) -> None:
+    """Log a job whose attempt failed, including failures outside the processor."""
+    final = job.attemptsMade >= job.attempts
+    level = log.error if final else log.warning
+    level("job attempt failed", queue=queue, job_id=job.id, job_name=job.name,
+          attempts_made=job.attemptsMade, final=final, error=repr(error))
+
+
+def _ms_since(started: float) -> int:
+    return int((time.perf_counter() - started) * 1000)
+
+
+def _brief(result: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in result.items() if key in ("outcome", "account_id")}
+
+
+def start_worker(
+    ctx: WorkerContext,
+    redis_url: str,
+    *,
+    queue: str = MARGIN_GUARD_QUEUE,
+    concurrency: int = 5,
+    timeout_ms: int = 30_000,
+    prefix: str = "bull",
+) -> Worker:
+    """Start a BullMQ worker on ``queue``; the caller closes it with ``await worker.close()``.
+
+    The lock lasts twice the job timeout, so a job that is still inside its timeout never loses
+    its lock to the stalled-job check.
+    """
+    options = {
+        "connection": redis_url,
+        "concurrency": concurrency,
+        "name": ctx.worker_name,
+        "prefix": prefix,
+        "lockDuration": max(30_000, 2 * timeout_ms),
+        "stalledInterval": 30_000,
+        "maxStalledCount": 1,
+    }
+    worker = Worker(queue, make_processor(ctx, timeout_ms), options)
+    worker.on("error", lambda error, *_: log.error("worker error", queue=queue, error=repr(error)))
+    worker.on("failed", lambda job, error: _log_failed(queue, job, error))
+    return worker
