@@ -1,18 +1,18 @@
 """Exceptions of the platform, grouped by what the caller must do.
 
-    AxisorError
-    ├── InvalidConfigError          the input is wrong: fix the named field and try again
-    ├── NotSupportedError           the venue cannot do this: choose another action
-    ├── PriceDataError              a price file is malformed: fix the named line
-    └── ExchangeError
-        ├── RetryLaterError         nothing was applied: safe to send again after retry_after_s
-        ├── StateUnknownError       the request may have been applied: re-read before acting
-        ├── RejectedError           the exchange refused the request: do not resend as is
-        │   ├── TradeNotFoundError  the trade is not running (closed, liquidated or unknown)
-        │   └── InsufficientFundsError
-        ├── AuthenticationError     credentials are wrong, expired or lack a scope
-        └── InvalidExchangeDataError
-                                    the exchange returned data that cannot be true
+AxisorError
+├── InvalidConfigError          the input is wrong: fix the named field and try again
+├── NotSupportedError           the venue cannot do this: choose another action
+├── PriceDataError              a price file is malformed: fix the named line
+└── ExchangeError
+    ├── RetryLaterError         nothing was applied: safe to send again after retry_after_s
+    ├── StateUnknownError       the request may have been applied: re-read before acting
+    ├── RejectedError           the exchange refused the request: do not resend as is
+    │   ├── TradeNotFoundError  the trade is not running (closed, liquidated or unknown)
+    │   └── InsufficientFundsError
+    ├── AuthenticationError     credentials are wrong, expired or lack a scope
+    └── InvalidExchangeDataError
+                                the exchange returned data that cannot be true
 """
 
 from __future__ import annotations

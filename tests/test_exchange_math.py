@@ -116,7 +116,8 @@ def test_fee_tiers(tier, quantity_usd, price, fee_sats):
 
 
 def test_fee_rates_table():
-    assert FEE_RATES == {1: D("0.001"), 2: D("0.0008"), 3: D("0.0007"), 4: D("0.0006")}
+    rates = dict(FEE_RATES)
+    assert rates == {1: D("0.001"), 2: D("0.0008"), 3: D("0.0007"), 4: D("0.0006")}
 
 
 def test_margin_rounds_up():
@@ -131,13 +132,13 @@ def test_pnl_rounds_toward_minus_infinity():
 
 
 def test_liquidation_rounds_half_up():
-    # Exactly 39,062.5 for the long and 54,687.5 for the short.
+    # The exact liquidation prices are 39,062.5 for the long and 54,687.5 for the short.
     assert liquidation_price(Side.BUY, 1, D(40_000), 60) == D(39_063)
     assert liquidation_price(Side.SELL, 7, D(50_000), 1_200) == D(54_688)
 
 
 def test_liquidation_rounds_to_nearest():
-    # Exactly 54,545.45 and 99,009.90.
+    # The exact liquidation prices are 54,545.45 and 99,009.90.
     assert liquidation_price(Side.BUY, 60, D(60_000), 10_000) == D(54_545)
     assert liquidation_price(Side.BUY, 1, D(100_000), 10) == D(99_010)
 

@@ -40,17 +40,17 @@ def alice(venue):
 
 
 def long_60(**levels) -> OpenTradeRequest:
-    """60 USD long at 10x: at 60,000 USD that is 10,000 sats of margin, liquidation 54,545."""
+    """Return a 60 USD long at 10x, which at 60,000 USD has 10,000 sats of margin."""
     return OpenTradeRequest(side=Side.BUY, leverage=D(10), quantity_usd=60, **levels)
 
 
 def short_60(**levels) -> OpenTradeRequest:
-    """60 USD short at 10x: at 60,000 USD that is 10,000 sats of margin, liquidation 66,667."""
+    """Return a 60 USD short at 10x, which at 60,000 USD has 10,000 sats of margin."""
     return OpenTradeRequest(side=Side.SELL, leverage=D(10), quantity_usd=60, **levels)
 
 
 async def snapshot(venue, account):
-    """State that a rejected request must leave unchanged."""
+    """Return the account state that a rejected request must leave unchanged."""
     return (
         await account.get_balance(),
         await account.get_running_trades(),
@@ -93,7 +93,7 @@ async def test_close_long_fee_accounting(venue, alice):
     venue.set_price(D(66_000), 2_000)
     closed = await alice.close_trade(trade.id)
     balance = await alice.get_balance()
-    # P&L 6e9 * (1/60,000 - 1/66,000) = 9,090.9; closing fee 6e6 / 66,000 = 90.9.
+    # P&L is 6e9 * (1/60,000 - 1/66,000) = 9,090.9 and the closing fee 6e6 / 66,000 = 90.9.
     assert closed.pnl_sats == 9_090
     assert closed.closing_fee_sats == 90
     assert closed.exit_price == D(66_000)
@@ -107,7 +107,7 @@ async def test_close_short_at_loss(venue, alice):
     trade = await alice.open_trade(short_60())
     venue.set_price(D(62_000), 2_000)
     closed = await alice.close_trade(trade.id)
-    # P&L 6e9 * (1/62,000 - 1/60,000) = -3,225.8; closing fee 6e6 / 62,000 = 96.8.
+    # P&L is 6e9 * (1/62,000 - 1/60,000) = -3,225.8 and the closing fee 6e6 / 62,000 = 96.8.
     assert closed.pnl_sats == -3_226
     assert closed.closing_fee_sats == 96
     assert (await alice.get_balance()).free_sats == START_SATS - 3_226 - 100 - 96
@@ -228,7 +228,8 @@ async def test_short_liquidation_gap_loses_margin_only(venue, alice):
     events = venue.set_price(D(90_000), 2_000)
     assert [e.reason for e in events] == [CloseReason.LIQUIDATED]
     assert events[0].price == D(66_667)
-    # Reserve: opening fee 100 + closing fee at 66,667 of 89; the 89 left pays that fee.
+    # The reserve is the opening fee (100) plus the closing fee at 66,667 (89). The 89 sats left
+    # after opening pay that closing fee.
     assert (await alice.get_balance()).free_sats == START_SATS - 10_189
 
 

@@ -18,26 +18,53 @@ from axisor.market.replay import Replay
 
 
 @click.command("simulate")
-@click.option("--episode", default="2021-05-19", show_default=True,
-              help="Name of a shipped episode (see `axisor episodes`).")
-@click.option("--prices", type=click.Path(dir_okay=False, path_type=pathlib.Path),
-              help="Replay this CSV (timestamp,open,high,low,close,volume) instead of an episode.")
-@click.option("--positions", default=1000, show_default=True, type=int,
-              help="Number of positions to generate.")
-@click.option("--seed", default=7, show_default=True, type=int,
-              help="Seed for sides, leverage, thresholds, actions, plans and balances.")
-@click.option("--json", "as_json", is_flag=True,
-              help="Print only the summary, as one JSON object on stdout.")
-@click.option("--report", type=click.Path(dir_okay=False, path_type=pathlib.Path),
-              help="Where to write the HTML report [default: DATA_DIR/reports/...].")
-@click.option("--database-url",
-              help="Database for the replay's generated users [default: a new SQLite file in "
-                   "DATA_DIR/simulations].")
-@click.option("--concurrency", type=click.IntRange(1, 1000),
-              help="Jobs each worker runs at once [default: WORKER_CONCURRENCY].")
+@click.option(
+    "--episode",
+    default="2021-05-19",
+    show_default=True,
+    help="Name of a shipped episode (see `axisor episodes`).",
+)
+@click.option(
+    "--prices",
+    type=click.Path(dir_okay=False, path_type=pathlib.Path),
+    help="Replay this CSV (timestamp,open,high,low,close,volume) instead of an episode.",
+)
+@click.option(
+    "--positions",
+    default=1000,
+    show_default=True,
+    type=int,
+    help="Number of positions to generate.",
+)
+@click.option(
+    "--seed",
+    default=7,
+    show_default=True,
+    type=int,
+    help="Seed for sides, leverage, thresholds, actions, plans and balances.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print only the summary, as one JSON object on stdout."
+)
+@click.option(
+    "--report",
+    type=click.Path(dir_okay=False, path_type=pathlib.Path),
+    help="Where to write the HTML report [default: DATA_DIR/reports/...].",
+)
+@click.option(
+    "--database-url",
+    help="Database for the replay's generated users [default: a new SQLite file in "
+    "DATA_DIR/simulations].",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 1000),
+    help="Jobs each worker runs at once [default: WORKER_CONCURRENCY].",
+)
 @click.pass_obj
-def simulate_command(settings: Settings, episode, prices, positions, seed, as_json, report,
-                     database_url, concurrency) -> None:
+def simulate_command(
+    settings: Settings, episode, prices, positions, seed, as_json, report, database_url, concurrency
+) -> None:
     """Replay real BTC prices over generated positions, with the guard on and off."""
     from axisor.redis_server import ensure_redis
     from axisor.report import write_report
@@ -52,15 +79,28 @@ def simulate_command(settings: Settings, episode, prices, positions, seed, as_js
     console = Console(stderr=True)
     with _progress(console) as progress:
         task = progress.add_task(f"replaying {name}", total=len(replay))
-        result = asyncio.run(simulate(
-            replay, name, positions=positions, seed=seed, database_url=database_url,
-            redis_url=redis_url, concurrency=concurrency or settings.worker_concurrency,
-            timeout_ms=settings.worker_timeout_ms,
-            progress=lambda done, total: progress.update(task, completed=done),
-        ))
+        result = asyncio.run(
+            simulate(
+                replay,
+                name,
+                positions=positions,
+                seed=seed,
+                database_url=database_url,
+                redis_url=redis_url,
+                concurrency=concurrency or settings.worker_concurrency,
+                timeout_ms=settings.worker_timeout_ms,
+                progress=lambda done, total: progress.update(task, completed=done),
+            )
+        )
     summary = {**result.summary, "report": str(report_path)}
-    write_report(report_path, title=f"Axisor Margin Guard replay: {name}", summary=summary,
-                 prices=result.prices, events=result.events)
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    write_report(
+        report_path,
+        title=f"Axisor Margin Guard replay: {name}",
+        summary=summary,
+        prices=result.prices,
+        events=result.events,
+    )
     if as_json:
         sys.stdout.write(json.dumps(summary) + "\n")
     else:
@@ -84,8 +124,15 @@ def _fresh_sqlite(settings: Settings, label: str) -> str:
 
 
 def _progress(console: Console) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("ticks"), TimeElapsedColumn(), console=console, transient=False)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("ticks"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
 
 
 def _summary_table(summary: dict) -> Table:

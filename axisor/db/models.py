@@ -207,6 +207,8 @@ class Position(Base):
     guard_actions: Mapped[int] = mapped_column(Integer, default=0)
     sats_added: Mapped[int] = mapped_column(BigInteger, default=0)
     invalid_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Set when the guard could not fund an action; the next account check clears it and re-arms.
+    guard_paused_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     opened_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow)
     closed_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow, onupdate=utcnow)

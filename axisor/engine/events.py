@@ -39,9 +39,7 @@ class PositionEventReader:
         """Return the ids of positions changed since the last read."""
         changed: set[int] = set()
         while True:
-            reply = await self.redis.xread(
-                {self.stream: self.last_id}, count=1000, block=block_ms
-            )
+            reply = await self.redis.xread({self.stream: self.last_id}, count=1000, block=block_ms)
             if not reply:
                 return changed
             for event_id, fields in reply[0][1]:

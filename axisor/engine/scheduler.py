@@ -28,6 +28,8 @@ def armed_trigger(guarded: GuardedPosition | None) -> ArmedTrigger | None:
         return None
     if guarded.position.guard_actions >= guarded.config.max_actions:
         return None
+    if guarded.position.guard_paused_reason is not None:
+        return None
     trigger = guarded.trigger
     if trigger is None:
         return None
@@ -104,8 +106,9 @@ class Engine:
         if not crossed:
             return []
         jobs = [_job(trigger, price, time_ms, received_ns) for trigger in crossed]
-        await self.queue.addBulk([_bulk_entry(job, trigger, price) for job, trigger in
-                                  zip(jobs, crossed, strict=True)])
+        await self.queue.addBulk(
+            [_bulk_entry(job, trigger, price) for job, trigger in zip(jobs, crossed, strict=True)]
+        )
         self.jobs_queued += len(jobs)
         self.fired_positions.update(trigger.position_id for trigger in crossed)
         return jobs

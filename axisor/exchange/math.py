@@ -3,12 +3,12 @@
 A quantity is a number of 1 USD contracts and a price is USD per BTC. Every function computes
 in exact rational arithmetic (``fractions.Fraction``) and rounds once, at the end:
 
-- margin derived from quantity, leverage and price rounds up to whole sats;
-- trading fees round down to whole sats;
-- P&L rounds down (toward minus infinity) to whole sats;
-- a liquidation price rounds to the nearest whole USD, halves up, which reproduces the
-  liquidation prices LN Markets publishes (54,545 and 99,010 in its examples);
-- a traded price rounds to the nearest 0.5 USD tick (``quantize_price``).
+- Margin derived from quantity, leverage and price rounds up to whole sats.
+- Trading fees round down to whole sats.
+- P&L rounds down (toward minus infinity) to whole sats.
+- A liquidation price rounds to the nearest whole USD, halves up, which reproduces the
+  liquidation prices LN Markets publishes (54,545 and 99,010 in its examples).
+- A traded price rounds to the nearest 0.5 USD tick (``quantize_price``).
 
 The formulas are LN Markets' rules for isolated trades, with Q = quantity * 1e8 (the notional
 in sats times the price). tests/test_exchange_math.py checks them against the figures of LN
@@ -77,7 +77,7 @@ def leverage_for(quantity_usd: int, margin_sats: int, price: Decimal) -> Decimal
 
 
 def max_margin_sats(quantity_usd: int, entry_price: Decimal) -> int:
-    """Return the margin at leverage 1, the most an isolated trade can hold (rounded up)."""
+    """Return the margin at leverage 1, the max margin of an isolated trade (rounded up)."""
     return margin_for(quantity_usd, Decimal(MIN_LEVERAGE), entry_price)
 
 
@@ -86,8 +86,8 @@ def liquidation_price(
 ) -> Decimal | None:
     """Return the liquidation price in whole USD (nearest, halves up).
 
-    Returns None for a short whose margin is at least Q/entry (leverage 1 or less): its loss
-    can never reach the margin.
+    Returns None for a short whose margin is at least Q/entry (leverage 1 or less), because its
+    loss can never reach the margin.
     """
     exact = _exact_liquidation(
         Side(side),
@@ -180,8 +180,8 @@ def cash_in_effect(
         raise InvalidConfigError(
             "amount_sats",
             f"cashing in {amount} sats at {price} USD exceeds the {limit_sats} sats that may be "
-            f"taken without passing 100x leverage or the liquidation price; "
-            f"request at most {limit_sats} sats",
+            "taken without passing 100x leverage or the liquidation price. "
+            f"Request at most {limit_sats} sats",
         )
     return new_entry, new_margin
 
@@ -273,8 +273,8 @@ def _long_margin_for_target(notional: int, entry_price: Decimal, target: Decimal
     if not 0 < target < entry_price:
         raise InvalidConfigError(
             "target_liquidation",
-            f"{target} USD is not between 0 and the entry price {entry_price} of a long; "
-            "pass a lower positive target",
+            f"{target} USD is not between 0 and the entry price {entry_price} of a long. "
+            "Pass a lower positive target",
         )
     # The rounded liquidation is at most floor(target) while the exact one is below
     # floor(target) + 1/2, which needs a margin strictly above this bound.
@@ -287,8 +287,8 @@ def _short_margin_for_target(notional: int, entry_price: Decimal, target: Decima
     if target <= entry_price:
         raise InvalidConfigError(
             "target_liquidation",
-            f"{target} USD is not above the entry price {entry_price} of a short; "
-            "pass a target above the entry price",
+            f"{target} USD is not above the entry price {entry_price} of a short. "
+            "Pass a target above the entry price",
         )
     # The rounded liquidation is at least ceil(target) while the exact one is at least
     # ceil(target) - 1/2, which needs at least this margin.
@@ -304,13 +304,13 @@ def _require_within_max_margin(
         raise InvalidConfigError(
             "target_liquidation",
             f"{target} USD needs {margin_sats} sats of margin, more than the {limit_sats} sats "
-            "a trade holds at leverage 1; pass a target closer to the entry price",
+            "a trade holds at leverage 1. Pass a target closer to the entry price",
         )
 
 
 def _fee_rate(tier: int) -> Decimal:
     if isinstance(tier, bool) or tier not in FEE_RATES:
-        raise InvalidConfigError("tier", f"{tier!r} is not a fee tier; pass 1, 2, 3 or 4")
+        raise InvalidConfigError("tier", f"{tier!r} is not a fee tier. Pass 1, 2, 3 or 4")
     return FEE_RATES[tier]
 
 
@@ -327,33 +327,33 @@ def _leverage(leverage: Decimal) -> Fraction:
     if not MIN_LEVERAGE <= exact <= MAX_LEVERAGE:
         raise InvalidConfigError(
             "leverage",
-            f"{leverage} is outside {MIN_LEVERAGE}..{MAX_LEVERAGE}; pass a leverage in that range",
+            f"{leverage} is outside {MIN_LEVERAGE}..{MAX_LEVERAGE}. Pass a leverage in that range",
         )
     return exact
 
 
 def _whole(value: int, field: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidConfigError(field, f"{value!r} is not an int; pass a whole number")
+        raise InvalidConfigError(field, f"{value!r} is not an int. Pass a whole number")
     if value < minimum:
-        raise InvalidConfigError(field, f"{value} is below {minimum}; pass at least {minimum}")
+        raise InvalidConfigError(field, f"{value} is below {minimum}. Pass at least {minimum}")
     return value
 
 
 def _positive(value: Decimal, field: str) -> Fraction:
     exact = _to_fraction(value, field)
     if exact <= 0:
-        raise InvalidConfigError(field, f"{value} is not positive; pass a value above 0")
+        raise InvalidConfigError(field, f"{value} is not positive. Pass a value above 0")
     return exact
 
 
 def _to_fraction(value: Decimal, field: str) -> Fraction:
     if isinstance(value, bool) or not isinstance(value, Decimal | int):
         raise InvalidConfigError(
-            field, f"{value!r} is a {type(value).__name__}; pass a Decimal or an int, never a float"
+            field, f"{value!r} is a {type(value).__name__}. Pass a Decimal or an int, never a float"
         )
     if isinstance(value, Decimal) and not value.is_finite():
-        raise InvalidConfigError(field, f"{value} is not finite; pass a finite Decimal")
+        raise InvalidConfigError(field, f"{value} is not finite. Pass a finite Decimal")
     return Fraction(value)
 
 

@@ -1,6 +1,6 @@
 """A paper venue that follows LN Markets v3 rules for isolated trades, for tests and simulations.
 
-``PaperVenue`` holds the price and many accounts. ``venue.account(account_id)`` returns a
+``PaperVenue`` keeps the current price and many accounts. ``venue.account(account_id)`` returns a
 ``PaperAccount``, which implements the ``Exchange`` protocol for one account.
 
 Rules, with the math of ``axisor.exchange.math``:
@@ -98,7 +98,7 @@ PAPER_METHODS = frozenset(
     }
 )
 
-# Levels kept in sorted books; a trailing stop loss lives in PaperVenue._trailing instead.
+# Levels kept in sorted books. Trailing stop losses are kept in PaperVenue._trailing instead.
 _INDEXED_REASONS = (CloseReason.LIQUIDATED, CloseReason.STOPLOSS, CloseReason.TAKEPROFIT)
 
 _Result = TypeVar("_Result")
@@ -108,8 +108,8 @@ _Result = TypeVar("_Result")
 class PaperFaults:
     """Faults a PaperVenue injects into its accounts' calls, by method name.
 
-    A name in ``fail_after_apply`` applies the call and then raises StateUnknownError, as a
-    timeout after the venue applied it would. A name in ``fail_before_apply`` raises
+    A name in ``fail_after_apply`` applies the call and then raises StateUnknownError, which
+    simulates a timeout after the venue applied the change. A name in ``fail_before_apply`` raises
     RetryLaterError without applying. Every call first sleeps ``latency_s`` seconds.
     """
 
@@ -187,7 +187,7 @@ class PaperVenue:
 
     def __init__(self, *, fee_tier: int = 1, clock_ms: Callable[[], int] | None = None) -> None:
         if isinstance(fee_tier, bool) or fee_tier not in FEE_RATES:
-            raise InvalidConfigError("fee_tier", f"{fee_tier!r} is not a tier; pass 1, 2, 3 or 4")
+            raise InvalidConfigError("fee_tier", f"{fee_tier!r} is not a tier. Pass 1, 2, 3 or 4")
         self.capabilities = LN_MARKETS_ISOLATED
         self.faults = PaperFaults()
         self.mutations: list[Mutation] = []
@@ -232,7 +232,7 @@ class PaperVenue:
 
         Returns the fills of this update in order: liquidations, stop losses (trailing ones
         last), then take profits. Finding them costs O(log n + k) for n trades and k fills,
-        plus one step per trailing stop.
+        plus one step per trailing stop, and each fill then costs O(log n) to unindex.
         """
         tick_price = quantize_price(price, self.capabilities.price_tick_usd)
         self._price = tick_price
@@ -245,16 +245,16 @@ class PaperVenue:
         self.events.extend(events)
         return events
 
-    async def call(self, method: str, operation: Callable[[], _Result]) -> _Result:
+    async def run_with_faults(self, method: str, operation: Callable[[], _Result]) -> _Result:
         """Run one account operation under the injected faults."""
         if self.faults.latency_s > 0:
             await asyncio.sleep(self.faults.latency_s)
         if self.faults.take_before(method):
-            raise RetryLaterError(f"injected fault: {method} was not applied; send it again")
+            raise RetryLaterError(f"injected fault: {method} was not applied. Send it again")
         result = operation()
         if self.faults.take_after(method):
             raise StateUnknownError(
-                f"injected fault: {method} was applied but the reply was lost; re-read the account"
+                f"injected fault: {method} was applied but the reply was lost. Re-read the account"
             )
         return result
 
@@ -316,8 +316,8 @@ class PaperVenue:
         )
         if amount > limit_sats:
             raise RejectedError(
-                f"amount_sats {amount} would bring trade {trade_id} below leverage 1; "
-                f"add at most {limit_sats} sats"
+                f"amount_sats {amount} would bring trade {trade_id} below leverage 1. "
+                f"Add at most {limit_sats} sats"
             )
 
         account.free_sats -= amount
@@ -391,7 +391,7 @@ class PaperVenue:
         """Return ``(quantity_usd, margin_sats)`` of a market order at ``price``."""
         if request.price is not None:
             raise NotSupportedError(
-                "the paper venue fills market orders only; send the order with price=None"
+                "the paper venue fills market orders only. Send the order with price=None"
             )
         if (request.quantity_usd is None) == (request.margin_sats is None):
             raise RejectedError("give exactly one of quantity_usd and margin_sats")
@@ -504,8 +504,8 @@ class PaperVenue:
         trade = self._account_state(account_id).running.get(trade_id)
         if trade is None:
             raise TradeNotFoundError(
-                f"trade {trade_id!r} is not running on account {account_id!r}; "
-                "re-read the running trades"
+                f"trade {trade_id!r} is not running on account {account_id!r}. "
+                "Re-read the running trades"
             )
         return trade
 
@@ -513,13 +513,13 @@ class PaperVenue:
         account = self._accounts.get(account_id)
         if account is None:
             raise InvalidConfigError(
-                "account_id", f"unknown account {account_id!r}; create it with create_account"
+                "account_id", f"unknown account {account_id!r}. Create it with create_account"
             )
         return account
 
     def _require_price(self) -> Decimal:
         if self._price is None:
-            raise RetryLaterError("the paper venue has no price yet; call set_price first")
+            raise RetryLaterError("the paper venue has no price yet. Call set_price first")
         return self._price
 
     def _now_ms(self) -> int:
@@ -535,38 +535,46 @@ class PaperAccount:
         self._venue = venue
 
     async def get_ticker(self) -> Ticker:
-        return await self._venue.call("get_ticker", self._venue.ticker)
+        return await self._venue.run_with_faults("get_ticker", self._venue.ticker)
 
     async def get_balance(self) -> Balance:
-        return await self._venue.call("get_balance", lambda: self._venue.balance(self.account_id))
+        return await self._venue.run_with_faults(
+            "get_balance", lambda: self._venue.balance(self.account_id)
+        )
 
     async def get_running_trades(self) -> list[Trade]:
         venue = self._venue
-        return await venue.call("get_running_trades", lambda: venue.running_trades(self.account_id))
+        return await venue.run_with_faults(
+            "get_running_trades", lambda: venue.running_trades(self.account_id)
+        )
 
     async def get_closed_trades(self, limit: int = 100) -> list[Trade]:
         venue = self._venue
-        return await venue.call(
+        return await venue.run_with_faults(
             "get_closed_trades", lambda: venue.closed_trades(self.account_id, limit)
         )
 
     async def open_trade(self, request: OpenTradeRequest) -> Trade:
         venue = self._venue
-        return await venue.call("open_trade", lambda: venue.open_trade(self.account_id, request))
+        return await venue.run_with_faults(
+            "open_trade", lambda: venue.open_trade(self.account_id, request)
+        )
 
     async def close_trade(self, trade_id: str) -> Trade:
         venue = self._venue
-        return await venue.call("close_trade", lambda: venue.close_trade(self.account_id, trade_id))
+        return await venue.run_with_faults(
+            "close_trade", lambda: venue.close_trade(self.account_id, trade_id)
+        )
 
     async def add_margin(self, trade_id: str, amount_sats: int) -> Trade:
         venue = self._venue
-        return await venue.call(
+        return await venue.run_with_faults(
             "add_margin", lambda: venue.add_margin(self.account_id, trade_id, amount_sats)
         )
 
     async def cash_in(self, trade_id: str, amount_sats: int) -> Trade:
         venue = self._venue
-        return await venue.call(
+        return await venue.run_with_faults(
             "cash_in", lambda: venue.cash_in(self.account_id, trade_id, amount_sats)
         )
 
@@ -574,14 +582,14 @@ class PaperAccount:
         self, trade_id: str, price: Decimal | None, trailing_usd: Decimal | None = None
     ) -> Trade:
         venue = self._venue
-        return await venue.call(
+        return await venue.run_with_faults(
             "set_stoploss",
             lambda: venue.set_stoploss(self.account_id, trade_id, price, trailing_usd),
         )
 
     async def set_takeprofit(self, trade_id: str, price: Decimal | None) -> Trade:
         venue = self._venue
-        return await venue.call(
+        return await venue.run_with_faults(
             "set_takeprofit", lambda: venue.set_takeprofit(self.account_id, trade_id, price)
         )
 
@@ -619,7 +627,7 @@ def _stoploss_level(
         distance_usd = quantize_price(trailing_usd)
         if distance_usd <= 0:
             raise InvalidConfigError(
-                "trailing_usd", f"{trailing_usd} USD rounds to 0; pass at least 0.5 USD"
+                "trailing_usd", f"{trailing_usd} USD rounds to 0. Pass at least 0.5 USD"
             )
     if price is not None:
         return quantize_price(price), distance_usd
@@ -635,7 +643,7 @@ def _require_level_side(kind: str, side: Side, level: Decimal, price: Decimal) -
     below = (side is Side.BUY) == (kind == "stoploss")
     side_name = "long" if side is Side.BUY else "short"
     if level <= 0:
-        raise RejectedError(f"{kind} {level} USD is not positive; pass a price above 0")
+        raise RejectedError(f"{kind} {level} USD is not positive. Pass a price above 0")
     if below and level >= price:
         raise RejectedError(
             f"{kind} {level} USD of a {side_name} must be below the current price {price} USD"
@@ -677,16 +685,16 @@ def _trigger_levels(trade: Trade) -> Iterator[tuple[CloseReason, Decimal]]:
 def _require_free_sats(account: _AccountState, needed_sats: int, action: str) -> None:
     if needed_sats > account.free_sats:
         raise InsufficientFundsError(
-            f"{action} needs {needed_sats} sats but the free balance is {account.free_sats} sats; "
-            "deposit more or request less"
+            f"{action} needs {needed_sats} sats but the free balance is {account.free_sats} sats. "
+            "Deposit more or request less"
         )
 
 
 def _require_quantity(quantity_usd: int, max_quantity_usd: int) -> None:
     if not 1 <= quantity_usd <= max_quantity_usd:
         raise RejectedError(
-            f"quantity_usd {quantity_usd} is outside 1..{max_quantity_usd}; "
-            "pass a quantity in that range"
+            f"quantity_usd {quantity_usd} is outside 1..{max_quantity_usd}. "
+            "Pass a quantity in that range"
         )
 
 
@@ -705,7 +713,7 @@ def _sats(value: int, field_name: str, minimum: int) -> int:
 def _known_method(method: str) -> str:
     if method not in PAPER_METHODS:
         raise InvalidConfigError(
-            "method", f"{method!r} is not an Exchange method; pass one of {sorted(PAPER_METHODS)}"
+            "method", f"{method!r} is not an Exchange method. Pass one of {sorted(PAPER_METHODS)}"
         )
     return method
 

@@ -46,14 +46,18 @@ def validate_trade(trade: Trade) -> None:
     liquidation = trade.liquidation_price
     if liquidation is None:
         if trade.side is Side.BUY:
-            raise InvalidExchangeDataError(f"trade {trade.id}: a long must have a liquidation price")
+            raise InvalidExchangeDataError(
+                f"trade {trade.id}: a long must have a liquidation price"
+            )
         return
     if liquidation <= 0:
         raise InvalidExchangeDataError(
             f"trade {trade.id}: liquidation price {liquidation} is not positive"
         )
-    wrong_side = liquidation >= trade.entry_price if trade.side is Side.BUY else (
-        liquidation <= trade.entry_price
+    wrong_side = (
+        liquidation >= trade.entry_price
+        if trade.side is Side.BUY
+        else (liquidation <= trade.entry_price)
     )
     if wrong_side:
         where = "below" if trade.side is Side.BUY else "above"
@@ -87,7 +91,7 @@ def plan_add_margin(
     free_balance_sats: int,
     sats_added_sats: int,
 ) -> MarginPlan:
-    """Return the margin to add to ``trade`` at ``price`` within the balance, budget and leverage 1."""
+    """Return the sats to add to ``trade`` at ``price``, within balance, budget and leverage 1."""
     needed = _needed_sats(config, trade, price)
     room = lnm.max_margin_sats(trade.quantity_usd, trade.entry_price) - trade.margin_sats
     budget = None if config.budget_sats is None else config.budget_sats - sats_added_sats
@@ -109,13 +113,27 @@ def _needed_sats(config: GuardConfig, trade: Trade, price: Decimal) -> int:
 
 
 def _restore_sats(config: GuardConfig, trade: Trade, price: Decimal) -> int:
-    """Return the sats that leave only ``restore_fraction`` of entry-to-liquidation used at price."""
-    used_usd = (trade.entry_price - price) if trade.side is Side.BUY else (price - trade.entry_price)
+    """Return the sats after which the price has used only ``restore_fraction`` of the distance
+    from entry to liquidation."""
+    used_usd = (
+        (trade.entry_price - price) if trade.side is Side.BUY else (price - trade.entry_price)
+    )
     if used_usd <= 0:
         return 1
     sign = -1 if trade.side is Side.BUY else 1
     target = trade.entry_price + sign * used_usd / config.restore_fraction
-    if trade.side is Side.BUY and target <= 0:
-        return lnm.max_margin_sats(trade.quantity_usd, trade.entry_price) - trade.margin_sats
+    max_margin = lnm.max_margin_sats(trade.quantity_usd, trade.entry_price)
+    if _beyond_leverage_one(trade, target, max_margin):
+        return max(1, max_margin - trade.margin_sats)
     margin = lnm.margin_for_liquidation(trade.side, trade.quantity_usd, trade.entry_price, target)
     return max(1, margin - trade.margin_sats)
+
+
+def _beyond_leverage_one(trade: Trade, target: Decimal, max_margin_sats: int) -> bool:
+    """Return whether even leverage 1 leaves the liquidation price short of ``target``."""
+    floor = lnm.liquidation_price(
+        trade.side, trade.quantity_usd, trade.entry_price, max_margin_sats
+    )
+    if floor is None:
+        return False  # a short at leverage 1 cannot be liquidated
+    return target <= floor if trade.side is Side.BUY else target >= floor

@@ -41,6 +41,7 @@ class PositionSnapshot:
     guard_version: int
     guard_actions: int
     sats_added: int
+    guard_paused_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +55,9 @@ class GuardedPosition:
     @property
     def trigger(self) -> Decimal | None:
         p = self.position
-        return trigger_price(p.side, p.entry_price, p.liquidation_price, self.config.margin_threshold)
+        return trigger_price(
+            p.side, p.entry_price, p.liquidation_price, self.config.margin_threshold
+        )
 
 
 def snapshot(position: Position, user_id: int) -> PositionSnapshot:
@@ -72,6 +75,7 @@ def snapshot(position: Position, user_id: int) -> PositionSnapshot:
         guard_version=position.guard_version,
         guard_actions=position.guard_actions,
         sats_added=position.sats_added,
+        guard_paused_reason=position.guard_paused_reason,
     )
 
 
@@ -201,7 +205,11 @@ def _sync_one(position, trade, closed_reasons, result: SyncResult) -> None:
         mark_invalid(position, exc)
         result.invalid.append(position.id)
         return
-    if apply_trade(position, trade):
+    resumed = position.guard_paused_reason is not None
+    if resumed:
+        position.guard_paused_reason = None
+        position.guard_version += 1
+    if apply_trade(position, trade) or resumed:
         result.updated.append(position.id)
 
 
@@ -315,14 +323,23 @@ class PositionStore:
                 price=price,
             )
 
-    def record_failure(self, position_id: int, user_id: int, action: str, error: str) -> None:
+    def record_failure(
+        self, position_id: int, action: str, error: str, pause: bool = False
+    ) -> None:
+        """Count a failed attempt, re-arm with a new version, and log it for the user.
+
+        With ``pause`` the guard stays idle on this position until the next account check,
+        because acting again at once could not succeed (no sats to add).
+        """
         with self.database.session() as session:
             position = session.get(Position, position_id)
             position.guard_version += 1
             position.guard_actions += 1
+            if pause:
+                position.guard_paused_reason = error
             log_trade_action(
                 session,
-                user_id=user_id,
+                user_id=session.get(ExchangeAccount, position.account_id).user_id,
                 position=position,
                 action=action,
                 status="failed",

@@ -32,6 +32,7 @@ async def run_baseline(scenario: Scenario, ticks: list[Tick], prices: list[Decim
             if event.reason is CloseReason.LIQUIDATED:
                 liquidated[planned_by_trade[event.trade_id]] = (i, tick.time_ms, event.price)
         for position in opening.get(i, ()):
+            venue.deposit(str(position.account_index), position.opening_cost_sats)
             trade = await venue.account(str(position.account_index)).open_trade(
                 open_request(position)
             )

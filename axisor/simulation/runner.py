@@ -18,7 +18,7 @@ from bullmq import Queue
 from redis.asyncio import Redis
 from sqlalchemy import select
 
-from axisor.db.models import ExchangeAccount, MarginGuardConfig, Position, User
+from axisor.db.models import ExchangeAccount, MarginGuardConfig, Position, PositionStatus, User
 from axisor.db.session import Database
 from axisor.engine.scheduler import Engine
 from axisor.exchange import math as lnm
@@ -36,6 +36,9 @@ from axisor.workers.context import WorkerContext
 from axisor.workers.runner import start_worker, worker_name
 
 ProgressCallback = Callable[[int, int], None]
+# Replay time between re-checks of accounts whose guard paused for lack of funds, as a periodic
+# margin-guard-check schedule would do in production.
+PAUSED_CHECK_INTERVAL_MS = 5 * 60 * 1000
 BUSY_STATES = ("waiting", "active", "delayed", "prioritized", "waiting-children")
 
 
@@ -99,8 +102,13 @@ class GuardedReplay:
         queue = Queue(MARGIN_GUARD_QUEUE, {"connection": self.redis_url, "prefix": self.prefix})
         stream = f"{self.prefix}:position-events"
         ctx = WorkerContext(self.database, PaperResolver(self.venue), redis, worker_name(), stream)
-        worker = start_worker(ctx, self.redis_url, concurrency=self.concurrency,
-                              timeout_ms=self.timeout_ms, prefix=self.prefix)
+        worker = start_worker(
+            ctx,
+            self.redis_url,
+            concurrency=self.concurrency,
+            timeout_ms=self.timeout_ms,
+            prefix=self.prefix,
+        )
         engine = Engine(self.database, redis, queue, stream)
         try:
             await engine.rebuild()
@@ -121,13 +129,20 @@ class GuardedReplay:
         run = self.prefix.removeprefix("axisor-sim-")
         with self.database.session() as session:
             for planned in self.scenario.accounts:
-                user = User(email=planned.email.replace("example.test", f"{run}.sim.test"),
-                            plan=planned.plan.value)
+                user = User(
+                    email=planned.email.replace("example.test", f"{run}.sim.test"),
+                    plan=planned.plan.value,
+                )
                 account = ExchangeAccount(user=user, exchange="paper", label="simulation")
                 session.add(account)
                 session.flush()
-                session.add(MarginGuardConfig(user_id=user.id, account_id=account.id,
-                                              config=planned.guard.model_dump(mode="json")))
+                session.add(
+                    MarginGuardConfig(
+                        user_id=user.id,
+                        account_id=account.id,
+                        config=planned.guard.model_dump(mode="json"),
+                    )
+                )
                 ids[planned.index] = account.id
                 self.venue.create_account(str(account.id), planned.balance_sats)
         return ids
@@ -135,15 +150,20 @@ class GuardedReplay:
     async def _replay(self, engine: Engine, queue: Queue, result: GuardedRun) -> None:
         opening = self.scenario.positions_by_tick()
         previous_price: Decimal | None = None
+        next_check_ms = self.ticks[0].time_ms + PAUSED_CHECK_INTERVAL_MS if self.ticks else 0
         total = len(self.ticks)
         for i, tick in enumerate(self.ticks):
-            received_ns = time.time_ns()
             price = self.prices[i]
             events = self.venue.set_price(price, tick.time_ms)
             await self._on_venue_events(events, engine, result, i, tick, previous_price)
             if i in opening:
                 await self._open_positions(opening[i], queue, engine, result, tick)
-            await self._act_until_settled(engine, queue, price, tick.time_ms, received_ns)
+            if tick.time_ms >= next_check_ms:
+                await self._check_accounts(
+                    await asyncio.to_thread(self._paused_accounts), queue, engine, tick
+                )
+                next_check_ms = tick.time_ms + PAUSED_CHECK_INTERVAL_MS
+            await self._act_until_settled(engine, queue, price, tick.time_ms, time.time_ns())
             previous_price = price
             if i % 250 == 0 or i == total - 1:
                 self.progress(i + 1, total)
@@ -160,9 +180,17 @@ class GuardedReplay:
         accounts = set()
         for position in planned:
             account_id = result.account_ids[position.account_index]
+            self.venue.deposit(str(account_id), position.opening_cost_sats)
             trade = await self.venue.account(str(account_id)).open_trade(open_request(position))
             result.planned_by_trade[trade.id] = position.index
             accounts.add(account_id)
+        await self._check_accounts(accounts, queue, engine, tick)
+        result.position_ids.update(await asyncio.to_thread(self._position_ids, accounts))
+
+    async def _check_accounts(self, accounts: set[int], queue, engine, tick: Tick) -> None:
+        """Run margin-guard-check for the accounts and re-arm what the checks changed."""
+        if not accounts:
+            return
         jobs = [
             {
                 "name": GUARD_CHECK_JOB,
@@ -174,7 +202,16 @@ class GuardedReplay:
         await queue.addBulk(jobs)
         await wait_until_idle(queue)
         await engine.apply_events()
-        result.position_ids.update(await asyncio.to_thread(self._position_ids, accounts))
+
+    def _paused_accounts(self) -> set[int]:
+        with self.database.session() as session:
+            rows = session.scalars(
+                select(Position.account_id).where(
+                    Position.status == PositionStatus.RUNNING.value,
+                    Position.guard_paused_reason.is_not(None),
+                )
+            )
+            return set(rows)
 
     def _position_ids(self, account_ids: set[int]) -> dict[str, int]:
         with self.database.session() as session:
@@ -184,8 +221,13 @@ class GuardedReplay:
             return {trade_id: position_id for trade_id, position_id in rows}
 
     async def _on_venue_events(
-        self, events: list[TradeEvent], engine: Engine, result: GuardedRun, tick_index: int,
-        tick: Tick, previous_price: Decimal | None,
+        self,
+        events: list[TradeEvent],
+        engine: Engine,
+        result: GuardedRun,
+        tick_index: int,
+        tick: Tick,
+        previous_price: Decimal | None,
     ) -> None:
         """Apply what the venue did by itself, as the private trade stream would report it."""
         for event in events:

@@ -19,7 +19,11 @@ OPEN_WINDOW = Decimal("0.85")
 
 @dataclass(frozen=True, slots=True)
 class PlannedPosition:
-    """A trade to open at ``open_tick`` (an index into the replay's ticks)."""
+    """A trade to open at ``open_tick`` (an index into the replay's ticks).
+
+    ``opening_cost_sats`` (margin plus the fee reserve) is deposited just before the trade
+    opens, so the account's free balance is what the guard can draw on.
+    """
 
     index: int
     account_index: int
@@ -27,6 +31,7 @@ class PlannedPosition:
     quantity_usd: int
     leverage: int
     open_tick: int
+    opening_cost_sats: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +39,7 @@ class PlannedAccount:
     index: int
     email: str
     plan: Plan
-    balance_sats: int
+    balance_sats: int  # free balance at the start, for the guard to draw on
     guard: GuardConfig
 
 
@@ -54,14 +59,14 @@ class Scenario:
 def generate(seed: int, positions: int, tick_count: int, prices: list[Decimal]) -> Scenario:
     """Draw ``positions`` positions spread over accounts of about three positions each.
 
-    ``prices`` gives the price at each tick, so each account's balance can cover the margin and
-    fee reserve of its own positions plus a free part drawn from the seed.
+    ``prices`` gives the price at each tick; each account's free balance is drawn from the seed
+    as a multiple of its positions' margin.
     """
     rng = random.Random(seed)
     account_count = max(1, -(-positions // POSITIONS_PER_ACCOUNT))
     last_open = max(1, int(tick_count * OPEN_WINDOW))
     planned = [
-        _position(rng, i, rng.randrange(account_count), rng.randrange(last_open))
+        _position(rng, i, rng.randrange(account_count), rng.randrange(last_open), prices)
         for i in range(positions)
     ]
     accounts = [
@@ -71,7 +76,9 @@ def generate(seed: int, positions: int, tick_count: int, prices: list[Decimal]) 
     return Scenario(seed=seed, accounts=accounts, positions=planned)
 
 
-def _position(rng: random.Random, index: int, account: int, open_tick: int) -> PlannedPosition:
+def _position(
+    rng: random.Random, index: int, account: int, open_tick: int, prices: list[Decimal]
+) -> PlannedPosition:
     band = rng.random()
     if band < 0.4:
         leverage = rng.randint(2, 10)
@@ -79,20 +86,22 @@ def _position(rng: random.Random, index: int, account: int, open_tick: int) -> P
         leverage = rng.randint(11, 50)
     else:
         leverage = rng.randint(51, 100)
+    side = Side.BUY if rng.random() < 0.65 else Side.SELL
+    quantity = rng.choice((10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000))
     return PlannedPosition(
         index=index,
         account_index=account,
-        side=Side.BUY if rng.random() < 0.65 else Side.SELL,
-        quantity_usd=rng.choice((10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000)),
+        side=side,
+        quantity_usd=quantity,
         leverage=leverage,
         open_tick=open_tick,
+        opening_cost_sats=_opening_cost_sats(side, quantity, leverage, prices[open_tick]),
     )
 
 
 def _account(
     rng: random.Random, index: int, positions: list[PlannedPosition], prices: list[Decimal]
 ) -> PlannedAccount:
-    committed = sum(_opening_cost_sats(p, prices[p.open_tick]) for p in positions)
     margins = sum(
         lnm.margin_for(p.quantity_usd, Decimal(p.leverage), prices[p.open_tick]) for p in positions
     )
@@ -103,16 +112,16 @@ def _account(
         index=index,
         email=f"trader{index:05d}@example.test",
         plan=rng.choice(list(Plan)),
-        balance_sats=committed + free_sats,
+        balance_sats=free_sats,
         guard=_guard(rng, margins),
     )
 
 
-def _opening_cost_sats(position: PlannedPosition, price: Decimal) -> int:
-    price = lnm.quantize_price(price)
-    margin = lnm.margin_for(position.quantity_usd, Decimal(position.leverage), price)
-    liquidation = lnm.liquidation_price(position.side, position.quantity_usd, price, margin)
-    return margin + lnm.maintenance_margin_sats(position.quantity_usd, price, liquidation)
+def _opening_cost_sats(side: Side, quantity_usd: int, leverage: int, price: Decimal) -> int:
+    """Return the margin plus fee reserve that opening the trade at ``price`` takes."""
+    margin = lnm.margin_for(quantity_usd, Decimal(leverage), price)
+    liquidation = lnm.liquidation_price(side, quantity_usd, price, margin)
+    return margin + lnm.maintenance_margin_sats(quantity_usd, price, liquidation)
 
 
 def _guard(rng: random.Random, margins_sats: int) -> GuardConfig:

@@ -51,7 +51,9 @@ async def simulate(
 ) -> SimulationResult:
     """Run the replay with the guard off, then through the whole pipeline with it on."""
     if not 1 <= positions <= MAX_POSITIONS:
-        raise InvalidConfigError("positions", f"{positions} is out of range; use 1 to {MAX_POSITIONS}")
+        raise InvalidConfigError(
+            "positions", f"{positions} is out of range; use 1 to {MAX_POSITIONS}"
+        )
     ticks = list(replay.ticks())
     prices = tick_prices(ticks)
     scenario = generate(seed, positions, len(ticks), prices)
@@ -60,8 +62,16 @@ async def simulate(
     database = Database(database_url)
     try:
         upgrade(database)
-        guarded = GuardedReplay(scenario, ticks, prices, database, redis_url,
-                                concurrency=concurrency, timeout_ms=timeout_ms, progress=progress)
+        guarded = GuardedReplay(
+            scenario,
+            ticks,
+            prices,
+            database,
+            redis_url,
+            concurrency=concurrency,
+            timeout_ms=timeout_ms,
+            progress=progress,
+        )
         run = await guarded.run()
         summary = summarize(scenario, baseline, run, episode_facts(replay, name))
         events = report_events(run, baseline, ticks)
@@ -73,19 +83,31 @@ async def simulate(
 
 def report_events(run: GuardedRun, baseline: dict, ticks) -> list[ReportEvent]:
     events = [
-        ReportEvent(row.tick_time_ms, row.tick_price, row.action,
-                    f"position {row.position_id}: {row.action} {row.amount_sats} sats")
+        ReportEvent(
+            row.tick_time_ms,
+            row.tick_price,
+            row.action,
+            f"position {row.position_id}: {row.action} {row.amount_sats} sats",
+        )
         for row in load_ledger(run)
         if row.state == "confirmed" and row.tick_time_ms is not None and row.tick_price
     ]
     events += [
-        ReportEvent(liq.time_ms, liq.price, "liquidation_with_guard",
-                    f"planned position {index} liquidated ({liq.context})")
+        ReportEvent(
+            liq.time_ms,
+            liq.price,
+            "liquidation_with_guard",
+            f"planned position {index} liquidated ({liq.context})",
+        )
         for index, liq in run.liquidations.items()
     ]
     events += [
-        ReportEvent(time_ms, price, "liquidation_without_guard",
-                    f"planned position {index} liquidated without the guard")
+        ReportEvent(
+            time_ms,
+            price,
+            "liquidation_without_guard",
+            f"planned position {index} liquidated without the guard",
+        )
         for index, (_, time_ms, price) in baseline.items()
     ]
     return sorted(events, key=lambda event: event.time_ms)

@@ -38,8 +38,14 @@ def load_ledger(run: GuardedRun) -> list[LedgerRow]:
     with run.database.session() as session:
         return [
             LedgerRow(
-                row.position_id, row.action, row.state, row.amount_sats, row.shortfall_sats,
-                row.tick_received_ns, row.sent_at_ns, row.tick_price,
+                row.position_id,
+                row.action,
+                row.state,
+                row.amount_sats,
+                row.shortfall_sats,
+                row.tick_received_ns,
+                row.sent_at_ns,
+                row.tick_price,
                 (row.details or {}).get("tick_time_ms"),
             )
             for row in session.scalars(select(LedgerEntry))
@@ -98,8 +104,9 @@ def classify(
     position_by_index = {
         index: run.position_ids.get(trade) for trade, index in run.planned_by_trade.items()
     }
-    max_actions = {p.index: scenario.accounts[p.account_index].guard.max_actions
-                   for p in scenario.positions}
+    max_actions = {
+        p.index: scenario.accounts[p.account_index].guard.max_actions for p in scenario.positions
+    }
     outcome: dict[int, str] = {}
     for index in baseline:
         liquidation = run.liquidations.get(index)
@@ -121,8 +128,7 @@ def summarize(scenario: Scenario, baseline: dict, run: GuardedRun, episode: dict
     rows = load_ledger(run)
     outcome = classify(scenario, baseline, run, rows)
     counts = Counter(outcome.values())
-    excluded = {reason: counts.get(reason, 0) for reason in (GAP, INSUFFICIENT_FUNDS,
-                                                               ACTION_LIMIT)}
+    excluded = {reason: counts.get(reason, 0) for reason in (GAP, INSUFFICIENT_FUNDS, ACTION_LIMIT)}
     confirmed = [row for row in rows if row.state == LedgerState.CONFIRMED.value]
     preventable = len(baseline) - sum(excluded.values())
     return {

@@ -15,6 +15,7 @@ from decimal import Decimal
 from axisor.db.models import LedgerState
 from axisor.errors import (
     AuthenticationError,
+    InsufficientFundsError,
     InvalidExchangeDataError,
     RejectedError,
     RetryLaterError,
@@ -23,7 +24,13 @@ from axisor.errors import (
 from axisor.exchange.models import CloseReason, Trade
 from axisor.exchange.protocol import Exchange, find_running_trade
 from axisor.guard.config import GuardAction, check_supported
-from axisor.guard.policy import is_crossed, plan_add_margin, trigger_price, validate_trade
+from axisor.guard.policy import (
+    MarginPlan,
+    is_crossed,
+    plan_add_margin,
+    trigger_price,
+    validate_trade,
+)
 from axisor.guard.positions import GuardedPosition
 from axisor.ledger import LedgerRecord
 from axisor.queue.jobs import GuardActionJob
@@ -114,33 +121,74 @@ async def _act(run: ActionRun, trade: Trade, price: Decimal) -> dict:
     return await _abandon(run, "not_supported", f"{action.value} is not implemented")
 
 
-async def _add_margin(run: ActionRun, trade: Trade, price: Decimal) -> dict:
-    ctx, position = run.ctx, run.guarded.position
-    balance = await run.exchange.get_balance()
-    plan = plan_add_margin(run.guarded.config, trade, price, balance.free_sats, position.sats_added)
-    if plan.amount_sats == 0:
-        await _open_record(run, price)
-        await ctx.db(ctx.ledger.fail, run.key, f"no sats available ({plan.limited_by} limit)",
-                     None, plan.shortfall_sats)
-        await ctx.db(ctx.positions.record_failure, position.id, position.user_id, "add_margin",
-                     f"needed {plan.needed_sats} sats, {plan.limited_by} allows none")
-        await ctx.position_changed(position.id)
-        ctx.log.critical("protective action impossible", position_id=position.id,
-                         needed_sats=plan.needed_sats, limited_by=plan.limited_by)
-        return run.outcome("insufficient_funds", shortfall_sats=plan.shortfall_sats)
+# How often one attempt re-reads the balance after the exchange reports it short, which
+# happens when another position of the same account drew on it in the meantime.
+FUNDS_REPLANS = 3
 
-    await _claim(run, price, amount_sats=plan.amount_sats, shortfall_sats=plan.shortfall_sats,
-                 margin_before_sats=trade.margin_sats,
-                 margin_after_sats=trade.margin_sats + plan.amount_sats)
-    updated = await _call(run, run.exchange.add_margin(trade.id, plan.amount_sats))
-    if isinstance(updated, dict):
-        return updated
+
+async def _add_margin(run: ActionRun, trade: Trade, price: Decimal) -> dict:
+    for _ in range(FUNDS_REPLANS):
+        plan = await _plan(run, trade, price)
+        if plan.amount_sats == 0:
+            return await _unfunded(run, plan, price)
+        await _claim(
+            run,
+            price,
+            amount_sats=plan.amount_sats,
+            shortfall_sats=plan.shortfall_sats,
+            margin_before_sats=trade.margin_sats,
+            margin_after_sats=trade.margin_sats + plan.amount_sats,
+        )
+        try:
+            updated = await _call(run, run.exchange.add_margin(trade.id, plan.amount_sats))
+        except InsufficientFundsError as exc:
+            await run.ctx.db(run.ctx.ledger.release, run.key, str(exc))
+            run.record = await run.ctx.db(run.ctx.ledger.get, run.key)
+            continue
+        if isinstance(updated, dict):
+            return updated
+        return await _margin_added(run, plan, updated, price)
+    raise RetryLaterError(f"free balance kept changing while adding margin ({run.key})")
+
+
+async def _plan(run: ActionRun, trade: Trade, price: Decimal) -> MarginPlan:
+    balance = await run.exchange.get_balance()
+    added = run.guarded.position.sats_added
+    return plan_add_margin(run.guarded.config, trade, price, balance.free_sats, added)
+
+
+async def _margin_added(run: ActionRun, plan: MarginPlan, updated: Trade, price: Decimal) -> dict:
+    ctx, position = run.ctx, run.guarded.position
     await ctx.db(ctx.ledger.confirm, run.key, {"margin_after_sats": updated.margin_sats})
-    await ctx.db(ctx.positions.record_margin_added, position.id, position.user_id, updated,
-                 plan.amount_sats, price)
+    await ctx.db(
+        ctx.positions.record_margin_added,
+        position.id,
+        position.user_id,
+        updated,
+        plan.amount_sats,
+        price,
+    )
     await ctx.position_changed(position.id)
-    return run.outcome("margin_added", amount_sats=plan.amount_sats,
-                       shortfall_sats=plan.shortfall_sats)
+    return run.outcome(
+        "margin_added", amount_sats=plan.amount_sats, shortfall_sats=plan.shortfall_sats
+    )
+
+
+async def _unfunded(run: ActionRun, plan: MarginPlan, price: Decimal) -> dict:
+    """Record that no sats could be added; the guard pauses until the next account check."""
+    ctx, position = run.ctx, run.guarded.position
+    reason = f"needed {plan.needed_sats} sats, the {plan.limited_by} limit allows none"
+    await _open_record(run, price)
+    await ctx.db(ctx.ledger.fail, run.key, reason, None, plan.shortfall_sats)
+    await ctx.db(ctx.positions.record_failure, position.id, "add_margin", reason, True)
+    await ctx.position_changed(position.id)
+    ctx.log.critical(
+        "protective action impossible",
+        position_id=position.id,
+        needed_sats=plan.needed_sats,
+        limited_by=plan.limited_by,
+    )
+    return run.outcome("insufficient_funds", shortfall_sats=plan.shortfall_sats)
 
 
 async def _close(run: ActionRun, trade: Trade, price: Decimal) -> dict:
@@ -161,8 +209,12 @@ async def _notify(run: ActionRun, trade: Trade, price: Decimal) -> dict:
     await ctx.db(ctx.ledger.confirm, run.key, {"notified": True, "price": str(price)})
     await ctx.db(ctx.positions.rearm, position.id, count_action=True)
     await ctx.position_changed(position.id)
-    ctx.log.warning("margin guard threshold crossed", position_id=position.id, price=str(price),
-                    liquidation_price=str(trade.liquidation_price))
+    ctx.log.warning(
+        "margin guard threshold crossed",
+        position_id=position.id,
+        price=str(price),
+        liquidation_price=str(trade.liquidation_price),
+    )
     return run.outcome("notified")
 
 
@@ -170,9 +222,13 @@ async def _open_record(run: ActionRun, price: Decimal) -> LedgerRecord:
     if run.record is None:
         job = run.job
         run.record = await run.ctx.db(
-            run.ctx.ledger.open, run.key, account_id=job.account_id,
-            position_id=job.position_id, action=run.guarded.config.action.value,
-            trigger_price=job.trigger_price, tick_price=price,
+            run.ctx.ledger.open,
+            run.key,
+            account_id=job.account_id,
+            position_id=job.position_id,
+            action=run.guarded.config.action.value,
+            trigger_price=job.trigger_price,
+            tick_price=price,
             tick_received_ns=job.tick_received_ns,
             details={"tick_time_ms": job.tick_time_ms},
         )
@@ -198,13 +254,16 @@ async def _call(run: ActionRun, request):
     except (StateUnknownError, TimeoutError, asyncio.CancelledError) as exc:
         await ctx.db(ctx.ledger.mark_unknown, run.key, str(exc) or type(exc).__name__)
         raise
+    except InsufficientFundsError:
+        raise
     except (RejectedError, AuthenticationError) as exc:
         action = run.guarded.config.action.value
         await ctx.db(ctx.ledger.fail, run.key, str(exc))
-        await ctx.db(ctx.positions.record_failure, position.id, position.user_id, action, str(exc))
+        await ctx.db(ctx.positions.record_failure, position.id, action, str(exc))
         await ctx.position_changed(position.id)
-        ctx.log.critical("protective action rejected", position_id=position.id, action=action,
-                         error=str(exc))
+        ctx.log.critical(
+            "protective action rejected", position_id=position.id, action=action, error=str(exc)
+        )
         return run.outcome("rejected", error=str(exc))
 
 
@@ -218,8 +277,14 @@ async def _settle_earlier_attempt(run: ActionRun, trade: Trade | None) -> dict |
     await ctx.db(ctx.ledger.confirm, run.key, {"confirmed_by": "reconciliation"})
     position = run.guarded.position
     if record.action == GuardAction.ADD_MARGIN.value:
-        await ctx.db(ctx.positions.record_margin_added, position.id, position.user_id, trade,
-                     record.amount_sats, None)
+        await ctx.db(
+            ctx.positions.record_margin_added,
+            position.id,
+            position.user_id,
+            trade,
+            record.amount_sats,
+            None,
+        )
     else:
         await ctx.db(ctx.positions.record_closed_by_guard, position.id, position.user_id, None)
     await ctx.position_changed(position.id)
@@ -244,10 +309,12 @@ async def _trade_gone(run: ActionRun) -> dict:
     reason = (await _closed_reasons(run.exchange)).get(position.trade_id, CloseReason.CLOSED)
     await ctx.db(ctx.positions.mark_closed, position.id, reason)
     await ctx.position_changed(position.id)
-    ctx.log.info("trade no longer running; no action sent", position_id=position.id,
-                 reason=str(reason))
-    return await _abandon(run, "trade_gone", f"trade is no longer running ({reason})",
-                          notify_engine=False)
+    ctx.log.info(
+        "trade no longer running; no action sent", position_id=position.id, reason=str(reason)
+    )
+    return await _abandon(
+        run, "trade_gone", f"trade is no longer running ({reason})", notify_engine=False
+    )
 
 
 async def _abandon(run: ActionRun, name: str, reason: str, notify_engine: bool = True) -> dict:

@@ -20,8 +20,11 @@ async def run_guard_check(ctx: WorkerContext, job: GuardCheckJob) -> dict:
     for position_id in result.changed_ids:
         await ctx.position_changed(position_id)
     if result.invalid:
-        ctx.log.error("trades reported with impossible values", account_id=job.account_id,
-                      position_ids=result.invalid)
+        ctx.log.error(
+            "trades reported with impossible values",
+            account_id=job.account_id,
+            position_ids=result.invalid,
+        )
     return {
         "account_id": job.account_id,
         "added": len(result.added),

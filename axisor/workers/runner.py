@@ -9,9 +9,10 @@ import time
 from typing import Any
 
 import structlog
-from bullmq import Worker
+from bullmq import UnrecoverableError, Worker
 from pydantic import ValidationError
 
+from axisor.errors import AxisorError, RetryLaterError, StateUnknownError
 from axisor.queue.jobs import GuardActionJob, GuardCheckJob
 from axisor.queue.names import GUARD_ACTION_JOB, GUARD_CHECK_JOB, MARGIN_GUARD_QUEUE
 from axisor.workers.context import WorkerContext
@@ -40,8 +41,9 @@ def make_processor(ctx: WorkerContext, timeout_ms: int):
 
     async def process(job, token) -> dict[str, Any]:
         started = time.perf_counter()
-        bound = log.bind(job_id=job.id, job_name=job.name, queue=job.queue.name,
-                         attempt=job.attemptsMade + 1)
+        bound = log.bind(
+            job_id=job.id, job_name=job.name, queue=job.queue.name, attempt=job.attemptsMade + 1
+        )
         try:
             schema, handler = PROCESSORS[job.name]
         except KeyError:
@@ -54,8 +56,18 @@ def make_processor(ctx: WorkerContext, timeout_ms: int):
         try:
             result = await asyncio.wait_for(handler(ctx, payload), timeout_ms / 1000)
         except Exception as exc:
-            bound.warning("job failed", error=str(exc) or type(exc).__name__,
-                          error_type=type(exc).__name__, duration_ms=_ms_since(started))
+            final = not is_retryable(exc) or job.attemptsMade + 1 >= job.attempts
+            bound.warning(
+                "job failed",
+                error=str(exc) or type(exc).__name__,
+                error_type=type(exc).__name__,
+                duration_ms=_ms_since(started),
+                final=final,
+            )
+            if final:
+                await _on_final_failure(ctx, job.name, payload, exc)
+            if not is_retryable(exc):
+                raise UnrecoverableError(f"{type(exc).__name__}: {exc}") from exc
             raise
         bound.info("job completed", duration_ms=_ms_since(started), **_brief(result))
         return result
@@ -63,12 +75,37 @@ def make_processor(ctx: WorkerContext, timeout_ms: int):
     return process
 
 
+def is_retryable(error: BaseException) -> bool:
+    """Return whether another attempt may succeed: transient errors and unknown outcomes retry,
+    invalid input and the platform's other deliberate errors do not."""
+    if isinstance(error, RetryLaterError | StateUnknownError | TimeoutError):
+        return True
+    return not isinstance(error, AxisorError | ValidationError)
+
+
+async def _on_final_failure(ctx: WorkerContext, name: str, payload, error: BaseException) -> None:
+    """Count the failed attempt on the position and re-arm it, so the guard can try again."""
+    if name != GUARD_ACTION_JOB:
+        return
+    position_id = payload.position_id
+    log.critical("protective action failed", position_id=position_id, error=repr(error))
+    await ctx.db(ctx.positions.record_failure, position_id, payload.action, repr(error))
+    await ctx.position_changed(position_id)
+
+
 def _log_failed(queue: str, job, error: BaseException) -> None:
     """Log a job whose attempt failed, including failures outside the processor."""
     final = job.attemptsMade >= job.attempts
     level = log.error if final else log.warning
-    level("job attempt failed", queue=queue, job_id=job.id, job_name=job.name,
-          attempts_made=job.attemptsMade, final=final, error=repr(error))
+    level(
+        "job attempt failed",
+        queue=queue,
+        job_id=job.id,
+        job_name=job.name,
+        attempts_made=job.attemptsMade,
+        final=final,
+        error=repr(error),
+    )
 
 
 def _ms_since(started: float) -> int:

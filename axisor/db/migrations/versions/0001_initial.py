@@ -98,6 +98,7 @@ def _create_positions() -> None:
         sa.Column("guard_actions", sa.Integer(), nullable=False),
         sa.Column("sats_added", sa.BigInteger(), nullable=False),
         sa.Column("invalid_reason", sa.Text(), nullable=True),
+        sa.Column("guard_paused_reason", sa.Text(), nullable=True),
         sa.Column("opened_at", TIMESTAMP, nullable=False),
         sa.Column("closed_at", TIMESTAMP, nullable=True),
         sa.Column("updated_at", TIMESTAMP, nullable=False),
