@@ -1,8 +1,14 @@
 """Write a self-contained HTML report of a price replay and the guard's actions on it.
 
 The page needs no network: the chart is inline SVG, the styles are inline CSS and a
-Content-Security-Policy blocks every external load. It shows the price line, one marker per
-event, a legend with counts per event kind, the summary as a table and the first 500 events.
+Content-Security-Policy blocks every external load. It shows the headline summary figures as
+cards, the price line with one marker per event, a panel under it with the cumulative
+liquidations with and without the guard on the same time axis, a legend with counts per event
+kind, the summary as a table and the first 500 events.
+
+A kind with more than MAX_DETAILED_MARKERS events is drawn with small translucent markers under
+the price line and without per-event guide lines, so that a run with thousands of events still
+shows the price.
 """
 
 from __future__ import annotations
@@ -10,45 +16,63 @@ from __future__ import annotations
 import html
 import pathlib
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
+from itertools import groupby
 
 from axisor.errors import InvalidConfigError
 
 MAX_CHART_POINTS = 2000
 MAX_TABLE_EVENTS = 500
+# Above this many events of one kind, its markers are small and translucent and a liquidation
+# without the guard gets no vertical guide line.
+MAX_DETAILED_MARKERS = 20
 
 
 @dataclass(frozen=True)
 class MarkerStyle:
-    """Drawing style of one event kind: legend text, colour and an SVG shape centred on (0, 0)."""
+    """Drawing style of one event kind: legend text, colour and two SVG shapes centred on (0, 0).
+
+    ``shape`` is drawn while a kind has at most MAX_DETAILED_MARKERS events and ``small_shape``
+    above that, at reduced opacity.
+    """
 
     legend: str
     colour: str
     shape: str
+    small_shape: str
 
 
 # A liquidation that happened with the guard on is a solid red cross. One that would have
-# happened without the guard is a hollow dashed ring with a cross, plus a dashed vertical line.
+# happened without the guard is a hollow dashed ring with a cross, plus a dashed vertical line
+# while there are few of them, and a small hollow ring when there are many.
 MARKER_STYLES: dict[str, MarkerStyle] = {
     "add_margin": MarkerStyle(
-        "Add margin", "#16a34a", '<circle r="5.5" fill="#16a34a" stroke="#fff" stroke-width="1.5"/>'
+        "Add margin",
+        "#16a34a",
+        '<circle r="5.5" fill="#16a34a" stroke="#fff" stroke-width="1.5"/>',
+        '<circle r="2.6" fill="#16a34a"/>',
     ),
     "reduce_position": MarkerStyle(
         "Reduce position",
         "#ea580c",
         '<path d="M0 -7 L7 0 L0 7 L-7 0 Z" fill="#ea580c" stroke="#fff" stroke-width="1.5"/>',
+        '<path d="M0 -3.5 L3.5 0 L0 3.5 L-3.5 0 Z" fill="#ea580c"/>',
     ),
     "close_position": MarkerStyle(
         "Close position",
         "#1d4ed8",
         '<rect x="-5.5" y="-5.5" width="11" height="11" fill="#1d4ed8" stroke="#fff"'
         ' stroke-width="1.5"/>',
+        '<rect x="-2.6" y="-2.6" width="5.2" height="5.2" fill="#1d4ed8"/>',
     ),
     "notify": MarkerStyle(
-        "Notify", "#64748b", '<circle r="4.5" fill="#fff" stroke="#64748b" stroke-width="2"/>'
+        "Notify",
+        "#64748b",
+        '<circle r="4.5" fill="#fff" stroke="#64748b" stroke-width="2"/>',
+        '<circle r="2.4" fill="none" stroke="#64748b" stroke-width="1.2"/>',
     ),
     "liquidation_with_guard": MarkerStyle(
         "Liquidation (guard on)",
@@ -56,6 +80,7 @@ MARKER_STYLES: dict[str, MarkerStyle] = {
         '<path d="M-6 -6 L6 6 M6 -6 L-6 6" stroke="#fff" stroke-width="6" stroke-linecap="round"/>'
         '<path d="M-6 -6 L6 6 M6 -6 L-6 6" stroke="#dc2626" stroke-width="3.5"'
         ' stroke-linecap="round"/>',
+        '<path d="M-3 -3 L3 3 M3 -3 L-3 3" stroke="#dc2626" stroke-width="1.6"/>',
     ),
     "liquidation_without_guard": MarkerStyle(
         "Liquidation without guard",
@@ -63,22 +88,26 @@ MARKER_STYLES: dict[str, MarkerStyle] = {
         '<circle r="9" fill="#fff" fill-opacity="0.85" stroke="#7f1d1d" stroke-width="2"'
         ' stroke-dasharray="3 2"/>'
         '<path d="M-4 -4 L4 4 M4 -4 L-4 4" stroke="#7f1d1d" stroke-width="2"/>',
+        '<circle r="4" fill="none" stroke="#7f1d1d" stroke-width="1.1"/>',
     ),
     "take_profit": MarkerStyle(
         "Take profit",
         "#0d9488",
         '<path d="M0 -7 L6.5 5 L-6.5 5 Z" fill="#0d9488" stroke="#fff" stroke-width="1.5"/>',
+        '<path d="M0 -3.5 L3.2 2.5 L-3.2 2.5 Z" fill="#0d9488"/>',
     ),
     "stop_loss": MarkerStyle(
         "Stop loss",
         "#c026d3",
         '<path d="M0 7 L6.5 -5 L-6.5 -5 Z" fill="#c026d3" stroke="#fff" stroke-width="1.5"/>',
+        '<path d="M0 3.5 L3.2 -2.5 L-3.2 -2.5 Z" fill="#c026d3"/>',
     ),
     "auto_entry": MarkerStyle(
         "Auto entry",
         "#7c3aed",
         '<path d="M-6 0 H6 M0 -6 V6" stroke="#fff" stroke-width="6" stroke-linecap="round"/>'
         '<path d="M-6 0 H6 M0 -6 V6" stroke="#7c3aed" stroke-width="3" stroke-linecap="round"/>',
+        '<path d="M-3 0 H3 M0 -3 V3" stroke="#7c3aed" stroke-width="1.6"/>',
     ),
 }
 EVENT_KINDS = tuple(MARKER_STYLES)
@@ -100,15 +129,19 @@ class ReportEvent:
             )
 
 
-# Chart geometry, in SVG user units.
+# Chart geometry, in SVG user units. The price panel is on top and the optional panel of
+# cumulative liquidations sits under it, with the time labels under the lowest panel.
 _WIDTH = 1100
-_HEIGHT = 460
 _LEFT = 84
 _RIGHT = 24
 _TOP = 20
 _BOTTOM = 58
 _PLOT_WIDTH = _WIDTH - _LEFT - _RIGHT
-_PLOT_HEIGHT = _HEIGHT - _TOP - _BOTTOM
+_PLOT_HEIGHT = 382  # price panel
+_COUNT_GAP = 34  # between the panels, holding the lower panel's heading
+_COUNT_TOP = _TOP + _PLOT_HEIGHT + _COUNT_GAP
+_COUNT_HEIGHT = 150
+_COUNT_TICK_TARGET = 4
 
 _MINUTE_MS = 60_000
 _HOUR_MS = 60 * _MINUTE_MS
@@ -213,9 +246,9 @@ def _build_scale(prices: Sequence[tuple[int, Decimal]], events: Sequence[ReportE
     return _Scale(min(times), max(times), low - padding, high + padding)
 
 
-def _price_step(span_usd: Decimal) -> Decimal:
-    """Pick a step of 1, 2, 2.5 or 5 times a power of ten that gives about six ticks."""
-    raw = span_usd / _PRICE_TICK_TARGET
+def _price_step(span_usd: Decimal, target: int = _PRICE_TICK_TARGET) -> Decimal:
+    """Pick a step of 1, 2, 2.5 or 5 times a power of ten that gives about ``target`` ticks."""
+    raw = span_usd / target
     magnitude = Decimal(1).scaleb(raw.adjusted())
     for factor in (1, 2, Decimal("2.5"), 5, 10):
         if magnitude * factor >= raw:

@@ -64,3 +64,7 @@ def episodes_command() -> None:
 
 
 main.add_command(simulate_command)
+
+
+if __name__ == "__main__":
+    main()
