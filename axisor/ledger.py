@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from axisor.db.models import LedgerEntry, LedgerState
 from axisor.db.session import Database
@@ -54,6 +55,16 @@ def _record(row: LedgerEntry) -> LedgerRecord:
         margin_after_sats=row.margin_after_sats,
         error=row.error,
     )
+
+
+def confirm_in_session(session: Session, key: str, details: dict[str, Any] | None = None) -> None:
+    """Confirm the row inside the caller's transaction, so the outcome and its effects on the
+    position commit together."""
+    row = session.scalar(select(LedgerEntry).where(LedgerEntry.idempotency_key == key))
+    row.state = LedgerState.CONFIRMED.value
+    row.error = None
+    if details:
+        row.details = {**(row.details or {}), **details}
 
 
 class ActionLedger:
@@ -101,6 +112,32 @@ class ActionLedger:
             if existing is None:
                 raise
             return existing
+
+    def open_claimed(
+        self, key: str, *, claim: dict[str, Any], **fields: Any
+    ) -> LedgerRecord | None:
+        """Record a new action directly as ``sent``, in one commit, for a first attempt.
+
+        ``fields`` are those of ``open`` and ``claim`` those of ``claim``. Returns None when a
+        row with the key already exists, so the caller lost the race to another attempt.
+        """
+        details = {**(fields.pop("details", None) or {}), **(claim.pop("details", None) or {})}
+        row = LedgerEntry(
+            idempotency_key=key,
+            state=LedgerState.SENT.value,
+            attempt=1,
+            sent_at_ns=time.time_ns(),
+            details=details,
+            **fields,
+            **claim,
+        )
+        try:
+            with self.database.session() as session:
+                session.add(row)
+                session.flush()
+                return _record(row)
+        except IntegrityError:
+            return None
 
     def claim(
         self,

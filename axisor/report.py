@@ -1,10 +1,10 @@
 """Write a self-contained HTML report of a price replay and the guard's actions on it.
 
 The page needs no network: the chart is inline SVG, the styles are inline CSS and a
-Content-Security-Policy blocks every external load. It shows the headline summary figures as
-cards, the price line with one marker per event, a panel under it with the cumulative
-liquidations with and without the guard on the same time axis, a legend with counts per event
-kind, the summary as a table and the first 500 events.
+Content-Security-Policy blocks every external load. Cards at the top show the headline summary
+figures. The chart draws the price line with one marker per event, and under it, on the same
+time axis, the cumulative liquidations with and without the guard. A legend with counts per
+event kind, the summary as a table and the first 500 events follow.
 
 A kind with more than MAX_DETAILED_MARKERS events is drawn with small translucent markers under
 the price line and without per-event guide lines, so that a run with thousands of events still
@@ -46,8 +46,8 @@ class MarkerStyle:
 
 
 # A liquidation that happened with the guard on is a solid red cross. One that would have
-# happened without the guard is a hollow dashed ring with a cross, plus a dashed vertical line
-# while there are few of them, and a small hollow ring when there are many.
+# happened without the guard is a hollow dashed ring with a cross and a dashed vertical line.
+# Above MAX_DETAILED_MARKERS of them, each is only a small hollow ring.
 MARKER_STYLES: dict[str, MarkerStyle] = {
     "add_margin": MarkerStyle(
         "Add margin",
@@ -80,7 +80,7 @@ MARKER_STYLES: dict[str, MarkerStyle] = {
         '<path d="M-6 -6 L6 6 M6 -6 L-6 6" stroke="#fff" stroke-width="6" stroke-linecap="round"/>'
         '<path d="M-6 -6 L6 6 M6 -6 L-6 6" stroke="#dc2626" stroke-width="3.5"'
         ' stroke-linecap="round"/>',
-        '<path d="M-3 -3 L3 3 M3 -3 L-3 3" stroke="#dc2626" stroke-width="1.6"/>',
+        '<path d="M-3 -3 L3 3 M3 -3 L-3 3" stroke="#dc2626" stroke-width="1.8"/>',
     ),
     "liquidation_without_guard": MarkerStyle(
         "Liquidation without guard",
@@ -309,28 +309,36 @@ def _svg_price_axis(scale: _Scale) -> list[str]:
     return parts
 
 
-def _svg_time_axis(scale: _Scale) -> list[str]:
+def _svg_time_axis(scale: _Scale, panels: Sequence[tuple[int, int]]) -> list[str]:
+    """Draw the vertical time grid across each (top, bottom) panel, labelled under the last."""
     step_ms, ticks = _time_ticks(scale)
-    bottom = _TOP + _PLOT_HEIGHT
+    bottom = panels[-1][1]
     parts = []
     previous_ms = None
     for tick_ms in ticks:
         x = scale.x(tick_ms)
         clock, date = _time_label(tick_ms, step_ms, previous_ms)
+        parts.extend(
+            f'<line class="grid" x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{panel_bottom}"/>'
+            for top, panel_bottom in panels
+        )
         parts.append(
-            f'<line class="grid" x1="{x:.1f}" x2="{x:.1f}" y1="{_TOP}" y2="{bottom}"/>'
             f'<text class="axis" x="{x:.1f}" y="{bottom + 18}" text-anchor="middle">{clock}'
             f'<tspan class="axis-date" x="{x:.1f}" dy="15">{date}</tspan></text>'
         )
         previous_ms = tick_ms
     parts.append(
-        f'<text class="axis-title" x="{_WIDTH - _RIGHT}" y="{_HEIGHT - 4}" text-anchor="end">'
-        "time (UTC)</text>"
+        f'<text class="axis-title" x="{_WIDTH - _RIGHT}" y="{bottom + _BOTTOM - 4}" '
+        'text-anchor="end">time (UTC)</text>'
     )
     return parts
 
 
-# Chart body
+def _svg_frame(top: int, height: int) -> str:
+    return f'<rect class="frame" x="{_LEFT}" y="{top}" width="{_PLOT_WIDTH}" height="{height}"/>'
+
+
+# Price panel
 
 
 def _svg_price_line(scale: _Scale, prices: Sequence[tuple[int, Decimal]]) -> str:
@@ -338,22 +346,162 @@ def _svg_price_line(scale: _Scale, prices: Sequence[tuple[int, Decimal]]) -> str
     return f'<polyline class="price" points="{points}"/>'
 
 
-def _svg_markers(scale: _Scale, events: Iterable[ReportEvent]) -> list[str]:
+def _dense_kinds(events: Sequence[ReportEvent]) -> frozenset[str]:
+    counts = Counter(event.kind for event in events)
+    return frozenset(kind for kind, count in counts.items() if count > MAX_DETAILED_MARKERS)
+
+
+def _svg_marker(scale: _Scale, event: ReportEvent, symbol: str) -> str:
+    x, y = scale.x(event.time_ms), scale.y(event.price)
+    tooltip = _escape(
+        f"{format_utc(event.time_ms)} UTC, {MARKER_STYLES[event.kind].legend}, "
+        f"{_format_price(event.price)} USD: {event.label}"
+    )
+    return (
+        f'<use class="marker" data-kind="{event.kind}" href="#{symbol}" '
+        f'x="{x:.1f}" y="{y:.1f}"><title>{tooltip}</title></use>'
+    )
+
+
+def _svg_guides(scale: _Scale, events: Sequence[ReportEvent], dense: frozenset[str]) -> list[str]:
+    """Draw a dashed vertical line at each liquidation without the guard, unless there are many."""
+    if "liquidation_without_guard" in dense:
+        return []
+
+    bottom = _TOP + _PLOT_HEIGHT
+    return [
+        f'<line class="guide" x1="{x:.1f}" x2="{x:.1f}" y1="{_TOP}" y2="{bottom}"/>'
+        for x in (scale.x(e.time_ms) for e in events if e.kind == "liquidation_without_guard")
+    ]
+
+
+# Dense markers are drawn in this order, so the baseline's liquidations lie under the guarded
+# run's markers.
+_DENSE_ORDER = {
+    kind: rank
+    for rank, kind in enumerate(
+        ["liquidation_without_guard", *(k for k in EVENT_KINDS if k != "liquidation_without_guard")]
+    )
+}
+
+
+def _svg_price_panel(
+    scale: _Scale, prices: Sequence[tuple[int, Decimal]], events: Sequence[ReportEvent]
+) -> list[str]:
+    """Draw guides, then dense markers, then the price line, then the detailed markers on top."""
+    dense = _dense_kinds(events)
+    dense_events = sorted(
+        (event for event in events if event.kind in dense),
+        key=lambda event: _DENSE_ORDER[event.kind],
+    )
+    dense_markers = "".join(
+        _svg_marker(scale, event, f"marker-{event.kind}-small") for event in dense_events
+    )
+    detailed_markers = [
+        _svg_marker(scale, event, f"marker-{event.kind}")
+        for event in events
+        if event.kind not in dense
+    ]
+    return [
+        *_svg_guides(scale, events, dense),
+        f'<g class="dense-markers">{dense_markers}</g>',
+        f'<g clip-path="url(#plot)">{_svg_price_line(scale, prices)}</g>',
+        *detailed_markers,
+    ]
+
+
+# Cumulative liquidations panel
+
+_COUNT_SERIES = (
+    ("liquidation_without_guard", "without guard"),
+    ("liquidation_with_guard", "with guard"),
+)
+_COUNT_KINDS = frozenset(kind for kind, _ in _COUNT_SERIES)
+
+
+@dataclass(frozen=True)
+class _CountScale:
+    """Mapping from an event count to the SVG y coordinate of the cumulative panel."""
+
+    top_count: int
+
+    def y(self, count: int) -> float:
+        return _COUNT_TOP + (1 - count / self.top_count) * _COUNT_HEIGHT
+
+
+def _count_times(events: Sequence[ReportEvent]) -> dict[str, list[int]]:
+    return {
+        kind: [event.time_ms for event in events if event.kind == kind] for kind, _ in _COUNT_SERIES
+    }
+
+
+def _has_count_panel(events: Sequence[ReportEvent]) -> bool:
+    return any(event.kind in _COUNT_KINDS for event in events)
+
+
+def _svg_count_axis(counts: _CountScale) -> list[str]:
+    step = max(1, int(_price_step(Decimal(counts.top_count), _COUNT_TICK_TARGET)))
     parts = []
-    for event in events:
-        x, y = scale.x(event.time_ms), scale.y(event.price)
-        if event.kind == "liquidation_without_guard":
-            parts.append(
-                f'<line class="guide" x1="{x:.1f}" x2="{x:.1f}" y1="{_TOP}" '
-                f'y2="{_TOP + _PLOT_HEIGHT}"/>'
-            )
-        tooltip = _escape(
-            f"{format_utc(event.time_ms)} UTC, {MARKER_STYLES[event.kind].legend}, "
-            f"{_format_price(event.price)} USD: {event.label}"
-        )
+    for tick in range(0, counts.top_count + 1, step):
+        y = counts.y(tick)
         parts.append(
-            f'<use class="marker" data-kind="{event.kind}" href="#marker-{event.kind}" '
-            f'x="{x:.1f}" y="{y:.1f}"><title>{tooltip}</title></use>'
+            f'<line class="grid" x1="{_LEFT}" x2="{_WIDTH - _RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>'
+            f'<text class="axis" x="{_LEFT - 8}" y="{y + 4:.1f}" text-anchor="end">{tick:,}</text>'
+        )
+    middle_y = _COUNT_TOP + _COUNT_HEIGHT / 2
+    parts.append(
+        f'<text class="axis-title" transform="translate(18 {middle_y:.1f}) rotate(-90)"'
+        ' text-anchor="middle">positions</text>'
+        f'<text class="panel-title" x="{_LEFT}" y="{_COUNT_TOP - 10}">'
+        "Liquidated positions so far, with and without the guard</text>"
+    )
+    return parts
+
+
+def _step_path(scale: _Scale, counts: _CountScale, times_ms: Sequence[int]) -> str:
+    """Return the path data of a count that rises by one at each of the sorted ``times_ms``."""
+    steps = [f"M{scale.x(scale.start_ms):.1f} {counts.y(0):.1f}"]
+    total = 0
+    for time_ms, group in groupby(times_ms):
+        total += sum(1 for _ in group)
+        steps.append(f"H{scale.x(time_ms):.1f}V{counts.y(total):.1f}")
+    steps.append(f"H{scale.x(scale.end_ms):.1f}")
+    return "".join(steps)
+
+
+def _count_label_ys(counts: _CountScale, finals: Sequence[int]) -> list[float]:
+    """Place each line's label above the line's end, or below it when the line above is too close.
+
+    ``finals`` must be in descending order, so each label only has the previous line to clear.
+    """
+    ys = []
+    previous_line_y = None
+    for final in finals:
+        line_y = counts.y(final)
+        above = max(line_y - 6, _COUNT_TOP + 14)
+        below = line_y + 16
+        crowded = previous_line_y is not None and above - 13 < previous_line_y + 3
+        fits_below = below < _COUNT_TOP + _COUNT_HEIGHT - 2
+        ys.append(below if crowded and fits_below else above)
+        previous_line_y = line_y
+    return ys
+
+
+def _svg_count_panel(scale: _Scale, events: Sequence[ReportEvent]) -> list[str]:
+    """Draw one step line per liquidation kind, labelled with its final count."""
+    times = _count_times(events)
+    series = sorted(_COUNT_SERIES, key=lambda item: len(times[item[0]]), reverse=True)
+    finals = [len(times[kind]) for kind, _ in series]
+    # 12 % headroom over the highest count leaves room for its label above the line.
+    counts = _CountScale(max(1, -(-finals[0] * 112 // 100)))
+    parts = [_svg_frame(_COUNT_TOP, _COUNT_HEIGHT), *_svg_count_axis(counts)]
+    label_ys = _count_label_ys(counts, finals)
+    for (kind, name), final, label_y in zip(series, finals, label_ys, strict=True):
+        parts.append(
+            f'<path class="cumulative" data-kind="{kind}" data-final="{final}" '
+            f'd="{_step_path(scale, counts, times[kind])}"/>'
+            f'<text class="count-label" data-kind="{kind}" x="{_WIDTH - _RIGHT - 6}" '
+            f'y="{label_y:.1f}" text-anchor="end">{name}: {final:,}</text>'
         )
     return parts
 
@@ -363,26 +511,30 @@ def _svg_chart(prices: Sequence[tuple[int, Decimal]], events: Sequence[ReportEve
         return '<p class="empty">No price data.</p>'
 
     scale = _build_scale(prices, events)
+    panels = [(_TOP, _TOP + _PLOT_HEIGHT)]
+    if _has_count_panel(events):
+        panels.append((_COUNT_TOP, _COUNT_TOP + _COUNT_HEIGHT))
+    height = panels[-1][1] + _BOTTOM
     clip = (
         f'<clipPath id="plot"><rect x="{_LEFT}" y="{_TOP}" width="{_PLOT_WIDTH}" '
         f'height="{_PLOT_HEIGHT}"/></clipPath>'
     )
-    frame = (
-        f'<rect class="frame" x="{_LEFT}" y="{_TOP}" width="{_PLOT_WIDTH}" '
-        f'height="{_PLOT_HEIGHT}"/>'
-    )
-    body = [clip, frame, *_svg_price_axis(scale), *_svg_time_axis(scale)]
-    body.append(f'<g clip-path="url(#plot)">{_svg_price_line(scale, prices)}</g>')
-    body.extend(_svg_markers(scale, events))
+    body = [clip, _svg_frame(_TOP, _PLOT_HEIGHT)]
+    if len(panels) > 1:
+        body.extend(_svg_count_panel(scale, events))
+    body.extend([*_svg_price_axis(scale), *_svg_time_axis(scale, panels)])
+    body.extend(_svg_price_panel(scale, prices, events))
     return (
-        f'<svg class="chart" viewBox="0 0 {_WIDTH} {_HEIGHT}" role="img" '
+        f'<svg class="chart" viewBox="0 0 {_WIDTH} {height}" role="img" '
         f'aria-label="price chart" xmlns="http://www.w3.org/2000/svg">{"".join(body)}</svg>'
     )
 
 
 def _svg_symbol_defs() -> str:
     symbols = "".join(
-        f'<g id="marker-{kind}">{style.shape}</g>' for kind, style in MARKER_STYLES.items()
+        f'<g id="marker-{kind}">{style.shape}</g>'
+        f'<g id="marker-{kind}-small">{style.small_shape}</g>'
+        for kind, style in MARKER_STYLES.items()
     )
     return (
         '<svg width="0" height="0" style="position:absolute" aria-hidden="true" '
@@ -390,7 +542,12 @@ def _svg_symbol_defs() -> str:
     )
 
 
-def _legend_symbol(kind: str) -> str:
+def _legend_symbol(kind: str, small: bool = False) -> str:
+    if small:
+        return (
+            '<svg class="legend-symbol" viewBox="-5 -5 10 10" aria-hidden="true">'
+            f'<use href="#marker-{kind}-small"/></svg>'
+        )
     return (
         '<svg class="legend-symbol" viewBox="-10 -10 20 20" aria-hidden="true">'
         f'<use href="#marker-{kind}"/></svg>'
@@ -399,6 +556,7 @@ def _legend_symbol(kind: str) -> str:
 
 def _html_legend(events: Sequence[ReportEvent]) -> str:
     counts = Counter(event.kind for event in events)
+    dense = _dense_kinds(events)
     items = [
         '<li><svg class="legend-symbol" viewBox="0 0 20 20" aria-hidden="true">'
         '<path class="price" d="M1 13 L7 7 L12 11 L19 4"/></svg>price</li>'
@@ -406,8 +564,8 @@ def _html_legend(events: Sequence[ReportEvent]) -> str:
     for kind, style in MARKER_STYLES.items():
         if counts[kind]:
             items.append(
-                f'<li class="legend-item" data-kind="{kind}">{_legend_symbol(kind)}'
-                f'{_escape(style.legend)} <span class="count">{counts[kind]}</span></li>'
+                f'<li class="legend-item" data-kind="{kind}">{_legend_symbol(kind, kind in dense)}'
+                f'{_escape(style.legend)} <span class="count">{counts[kind]:,}</span></li>'
             )
     return f'<ul class="legend">{"".join(items)}</ul>'
 
@@ -461,6 +619,52 @@ def _html_subtitle(prices: Sequence[tuple[int, Decimal]]) -> str:
     )
 
 
+# Headline figures shown as cards above the chart: summary key path, card title and unit.
+_STAT_CARDS = (
+    (("liquidated_without_guard",), "Liquidated without guard", ""),
+    (("liquidated_with_guard",), "Liquidated with guard", ""),
+    (("preventable_liquidations",), "Preventable liquidations", ""),
+    (("prevented",), "Prevented", ""),
+    (("sats_added",), "Margin added", "sats"),
+    (("duplicate_actions",), "Duplicate actions", ""),
+    (("tick_to_action_ms", "p50"), "Tick to action p50", "ms"),
+    (("tick_to_action_ms", "p99"), "Tick to action p99", "ms"),
+)
+_MISSING = object()
+
+
+def _summary_lookup(summary: Mapping[str, object], key_path: Sequence[str]) -> object:
+    value: object = summary
+    for key in key_path:
+        if not isinstance(value, Mapping) or key not in value:
+            return _MISSING
+        value = value[key]
+    return value
+
+
+def _format_stat(value: object) -> str:
+    if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+        return f"{value:,}"
+    return _format_value(value)
+
+
+def _html_stat_cards(summary: Mapping[str, object]) -> str:
+    """Render the headline summary figures that are present as a row of cards."""
+    cards = []
+    for key_path, title, unit in _STAT_CARDS:
+        value = _summary_lookup(summary, key_path)
+        if value is _MISSING:
+            continue
+        unit_text = f' <span class="unit">{unit}</span>' if unit and value is not None else ""
+        cards.append(
+            f'<div class="stat" data-key="{".".join(key_path)}"><dt>{title}</dt>'
+            f'<dd><span class="value">{_escape(_format_stat(value))}</span>{unit_text}</dd></div>'
+        )
+    if not cards:
+        return ""
+    return f'<dl class="stats">{"".join(cards)}</dl>'
+
+
 _STYLE = """
 :root { color-scheme: light; }
 body { margin: 0; background: #f5f7fa; color: #0f172a;
@@ -478,6 +682,26 @@ h2 { font-size: 16px; margin: 28px 0 8px; }
 .chart .axis-date { fill: #94a3b8; font-size: 11px; }
 .chart .axis-title { fill: #64748b; font-size: 12px; }
 .chart .guide { stroke: #7f1d1d; stroke-width: 1; stroke-dasharray: 4 4; opacity: 0.55; }
+.chart .dense-markers .marker { opacity: 0.5; }
+.chart .dense-markers .marker[data-kind="liquidation_without_guard"] { opacity: 0.3; }
+.chart .panel-title { fill: #334155; font-size: 13px; font-weight: 600; }
+.chart .cumulative { fill: none; stroke-width: 2; stroke-linejoin: round; }
+.chart .cumulative[data-kind="liquidation_without_guard"] { stroke: #7f1d1d;
+  stroke-dasharray: 6 3; }
+.chart .cumulative[data-kind="liquidation_with_guard"] { stroke: #dc2626; }
+.chart .count-label { font-size: 13px; font-weight: 600; paint-order: stroke;
+  stroke: #fff; stroke-width: 3px; }
+.chart .count-label[data-kind="liquidation_without_guard"] { fill: #7f1d1d; }
+.chart .count-label[data-kind="liquidation_with_guard"] { fill: #dc2626; }
+.stats { display: flex; flex-wrap: wrap; gap: 8px; margin: 0 0 14px; }
+.stat { flex: 1 1 112px; max-width: 180px; background: #fff; border: 1px solid #e2e8f0;
+  border-radius: 8px; padding: 8px 12px; display: flex; flex-direction: column;
+  justify-content: space-between; }
+.stat dt { color: #475569; font-size: 12px; line-height: 1.3; }
+.stat dd { margin: 4px 0 0; font-size: 18px; font-weight: 600; line-height: 1.2;
+  font-variant-numeric: tabular-nums; }
+.stat .value { white-space: nowrap; }
+.stat .unit { color: #64748b; font-size: 13px; font-weight: 400; }
 .price { fill: none; stroke: #334155; stroke-width: 1.2; stroke-linejoin: round; }
 .legend { list-style: none; display: flex; flex-wrap: wrap; gap: 6px 18px; padding: 0;
   margin: 10px 0 0; }
@@ -517,6 +741,7 @@ def render_report(
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{_escape(title)}</title><style>{_STYLE}</style></head><body>"
         f"{_svg_symbol_defs()}<main><h1>{_escape(title)}</h1>{_html_subtitle(ordered_prices)}"
+        f"{_html_stat_cards(summary)}"
         f'<div class="card">{chart}{_html_legend(ordered_events)}</div>'
         f"<h2>Summary</h2>{_html_summary(summary)}"
         f"<h2>Events ({len(ordered_events)})</h2>{_html_events(ordered_events)}"
@@ -535,7 +760,9 @@ def write_report(
     """Write the HTML report to ``path`` and return the path.
 
     ``prices`` are (epoch ms, USD per BTC) points, drawn after reduction to at most
-    MAX_CHART_POINTS points. Nested dicts in ``summary`` become rows named ``a.b``.
+    MAX_CHART_POINTS points. Nested dicts in ``summary`` become rows named ``a.b``. The headline
+    keys that are present (liquidation counts, ``prevented``, ``sats_added``,
+    ``duplicate_actions`` and ``tick_to_action_ms`` p50 and p99) also show as cards above the chart.
     """
     path = pathlib.Path(path)
     page = render_report(title=title, summary=summary, prices=prices, events=events)

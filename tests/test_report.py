@@ -14,6 +14,7 @@ from axisor.market import Replay
 from axisor.report import (
     EVENT_KINDS,
     MAX_CHART_POINTS,
+    MAX_DETAILED_MARKERS,
     MAX_TABLE_EVENTS,
     ReportEvent,
     downsample_min_max,
@@ -47,6 +48,42 @@ def markers_by_kind(chart: ET.Element) -> Counter[str]:
         for element in chart.iter(f"{SVG}use")
         if element.get("class") == "marker"
     )
+
+
+def guide_lines(chart: ET.Element) -> list[ET.Element]:
+    return [line for line in chart.iter(f"{SVG}line") if line.get("class") == "guide"]
+
+
+def cumulative_paths(chart: ET.Element) -> dict[str, ET.Element]:
+    return {
+        path.get("data-kind"): path
+        for path in chart.iter(f"{SVG}path")
+        if path.get("class") == "cumulative"
+    }
+
+
+def count_labels(chart: ET.Element) -> dict[str, str]:
+    return {
+        text.get("data-kind"): text.text
+        for text in chart.iter(f"{SVG}text")
+        if text.get("class") == "count-label"
+    }
+
+
+def stat_cards(page: str) -> dict[str, str]:
+    """Map each stat card's summary key to its visible value text."""
+    match = re.search(r'<dl class="stats">.*?</dl>', page, re.S)
+    if match is None:
+        return {}
+    cards = ET.fromstring(match.group(0))
+    return {card.get("data-key"): "".join(card.find("dd").itertext()) for card in cards}
+
+
+def spread_events(kind: str, count: int, step_ms: int = MINUTE_MS) -> list[ReportEvent]:
+    return [
+        ReportEvent(START_MS + n * step_ms, Decimal(40000), kind, f"{kind} {n}")
+        for n in range(count)
+    ]
 
 
 def render(tmp_path, **overrides) -> str:
@@ -97,10 +134,9 @@ def test_liquidation_without_guard_drawn_distinctly(tmp_path):
 
     chart = chart_svg(render(tmp_path, events=events))
     uses = {use.get("data-kind"): use.get("href") for use in chart.iter(f"{SVG}use")}
-    guides = [line for line in chart.iter(f"{SVG}line") if line.get("class") == "guide"]
 
     assert uses["liquidation_with_guard"] != uses["liquidation_without_guard"]
-    assert len(guides) == 1
+    assert len(guide_lines(chart)) == 1
 
 
 def test_script_label_escaped(tmp_path):
@@ -237,3 +273,157 @@ def test_real_episode_report(tmp_path):
     assert len(prices) > MAX_CHART_POINTS
     assert len(polyline.get("points").split()) <= MAX_CHART_POINTS
     assert "low 30,000.0 at 2021-05-19 13:10:" in page
+
+
+@pytest.mark.parametrize(
+    ("count", "expected_guides"),
+    [(1, 1), (MAX_DETAILED_MARKERS, MAX_DETAILED_MARKERS), (MAX_DETAILED_MARKERS + 1, 0)],
+)
+def test_guides_only_for_few_liquidations(tmp_path, count, expected_guides):
+    events = spread_events("liquidation_without_guard", count)
+
+    chart = chart_svg(render(tmp_path, events=events))
+
+    assert len(guide_lines(chart)) == expected_guides
+    assert markers_by_kind(chart) == Counter({"liquidation_without_guard": count})
+
+
+def test_dense_markers_small_and_under_price(tmp_path):
+    events = spread_events("add_margin", MAX_DETAILED_MARKERS + 1) + spread_events(
+        "close_position", 2
+    )
+
+    chart = chart_svg(render(tmp_path, events=events))
+    children = list(chart)
+    dense_group = chart.find(f"{SVG}g[@class='dense-markers']")
+    price_group = next(child for child in children if child.find(f"{SVG}polyline") is not None)
+    detailed = [child for child in children if child.get("class") == "marker"]
+
+    assert dense_group is not None
+    dense_hrefs = {use.get("href") for use in dense_group.iter(f"{SVG}use")}
+    assert dense_hrefs == {"#marker-add_margin-small"}
+    assert len(dense_group.findall(f"{SVG}use")) == MAX_DETAILED_MARKERS + 1
+    assert {use.get("href") for use in detailed} == {"#marker-close_position"}
+    assert children.index(dense_group) < children.index(price_group)
+    assert children.index(price_group) < children.index(detailed[0])
+    assert markers_by_kind(chart) == Counter(add_margin=MAX_DETAILED_MARKERS + 1, close_position=2)
+
+
+def test_run_scale_chart(tmp_path):
+    """A run as large as the 2021-05-19 replay keeps every marker but draws no guide lines."""
+    counts = {"add_margin": 1500, "liquidation_with_guard": 300, "liquidation_without_guard": 650}
+    events = [event for kind, count in counts.items() for event in spread_events(kind, count, 7000)]
+
+    page = render(tmp_path, prices=price_series(3 * 24 * 60), events=events)
+    chart = chart_svg(page)
+    paths = cumulative_paths(chart)
+
+    assert markers_by_kind(chart) == Counter(counts)
+    assert guide_lines(chart) == []
+    assert paths["liquidation_with_guard"].get("data-final") == "300"
+    assert paths["liquidation_without_guard"].get("data-final") == "650"
+    assert '<span class="count">1,500</span>' in page
+
+
+def step_ys(path: ET.Element) -> list[float]:
+    """Return the y of the start point and of each vertical step of a cumulative path."""
+    data = path.get("d")
+    start_y = float(re.match(r"M[\d.]+ ([\d.]+)", data).group(1))
+    return [start_y] + [float(y) for y in re.findall(r"V([\d.]+)", data)]
+
+
+def test_cumulative_panel_final_counts(tmp_path):
+    with_guard = spread_events("liquidation_with_guard", 7)
+    # Two liquidations in the same millisecond make one step of two.
+    without_guard = spread_events("liquidation_without_guard", 11) + [
+        ReportEvent(START_MS, Decimal(39000), "liquidation_without_guard", "same tick")
+    ]
+    events = with_guard + without_guard + spread_events("add_margin", 5)
+
+    chart = chart_svg(render(tmp_path, events=events))
+    paths = cumulative_paths(chart)
+    labels = count_labels(chart)
+    with_ys = step_ys(paths["liquidation_with_guard"])
+    without_ys = step_ys(paths["liquidation_without_guard"])
+
+    assert set(paths) == {"liquidation_with_guard", "liquidation_without_guard"}
+    assert paths["liquidation_with_guard"].get("data-final") == "7"
+    assert paths["liquidation_without_guard"].get("data-final") == "12"
+    assert labels["liquidation_with_guard"] == "with guard: 7"
+    assert labels["liquidation_without_guard"] == "without guard: 12"
+    assert len(with_ys) == 1 + 7
+    assert len(without_ys) == 1 + 11
+    assert with_ys == sorted(with_ys, reverse=True)
+    assert without_ys == sorted(without_ys, reverse=True)
+    assert with_ys[0] == without_ys[0]
+    # The panel's y scale is linear from a shared zero line, so 12 rises 12/7 times as far as 7.
+    rise_with = with_ys[0] - with_ys[-1]
+    rise_without = without_ys[0] - without_ys[-1]
+    assert rise_without / rise_with == pytest.approx(12 / 7, rel=1e-2)
+
+
+def test_cumulative_panel_absent_without_liquidations(tmp_path):
+    chart = chart_svg(render(tmp_path, events=spread_events("add_margin", 30)))
+
+    assert cumulative_paths(chart) == {}
+    assert count_labels(chart) == {}
+    assert "Liquidated positions so far" not in "".join(chart.itertext())
+
+
+def test_cumulative_panel_zero_line_labelled(tmp_path):
+    chart = chart_svg(render(tmp_path, events=spread_events("liquidation_without_guard", 3)))
+
+    assert cumulative_paths(chart)["liquidation_with_guard"].get("data-final") == "0"
+    assert count_labels(chart)["liquidation_with_guard"] == "with guard: 0"
+
+
+RUN_SUMMARY = {
+    "episode": {"name": "2021-05-19"},
+    "liquidated_with_guard": 339,
+    "liquidated_without_guard": 662,
+    "preventable_liquidations": 323,
+    "prevented": 323,
+    "sats_added": 362158919,
+    "duplicate_actions": 0,
+    "tick_to_action_ms": {"p50": 66.51, "p99": 975.66, "max": 1195.37, "samples": 1654},
+}
+
+
+def test_stat_cards_from_summary(tmp_path):
+    page = render(tmp_path, summary=RUN_SUMMARY)
+    cards = stat_cards(page)
+
+    assert cards == {
+        "liquidated_without_guard": "662",
+        "liquidated_with_guard": "339",
+        "preventable_liquidations": "323",
+        "prevented": "323",
+        "sats_added": "362,158,919 sats",
+        "duplicate_actions": "0",
+        "tick_to_action_ms.p50": "66.51 ms",
+        "tick_to_action_ms.p99": "975.66 ms",
+    }
+    assert page.index('<dl class="stats">') < page.index('<svg class="chart"')
+    assert "<tr><th>tick_to_action_ms.max</th><td>1195.37</td></tr>" in page
+
+
+def test_stat_cards_absent_without_keys(tmp_path):
+    page = render(tmp_path, summary={"episode": "test", "tick_to_action_ms": {"max": 3}})
+
+    assert stat_cards(page) == {}
+    assert 'class="stats"' not in page
+
+
+def test_stat_cards_only_present_keys(tmp_path):
+    summary = {"prevented": None, "tick_to_action_ms": {"p99": 12.5}}
+
+    cards = stat_cards(render(tmp_path, summary=summary))
+
+    assert cards == {"prevented": "-", "tick_to_action_ms.p99": "12.5 ms"}
+
+
+def test_stat_card_value_escaped(tmp_path):
+    page = render(tmp_path, summary={"prevented": "<script>x</script>"})
+
+    assert "<script>" not in page
+    assert stat_cards(page) == {"prevented": "<script>x</script>"}

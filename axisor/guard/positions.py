@@ -22,6 +22,7 @@ from axisor.errors import InvalidExchangeDataError
 from axisor.exchange.models import CloseReason, Side, Trade
 from axisor.guard.config import GuardConfig, parse_guard_config
 from axisor.guard.policy import trigger_price, validate_trade
+from axisor.ledger import confirm_in_session
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,9 +292,20 @@ class PositionStore:
                 position.guard_actions += 1
 
     def record_margin_added(
-        self, position_id: int, user_id: int, trade: Trade, amount_sats: int, price
+        self,
+        position_id: int,
+        user_id: int,
+        trade: Trade,
+        amount_sats: int,
+        price,
+        ledger_key: str | None = None,
+        ledger_details: dict | None = None,
     ) -> None:
+        """Store the added margin; with ``ledger_key``, confirm that ledger row in the same
+        transaction."""
         with self.database.session() as session:
+            if ledger_key is not None:
+                confirm_in_session(session, ledger_key, ledger_details)
             position = session.get(Position, position_id)
             apply_trade(position, trade)
             position.guard_version += 1
@@ -309,8 +321,18 @@ class PositionStore:
                 amount_sats=amount_sats,
             )
 
-    def record_closed_by_guard(self, position_id: int, user_id: int, price) -> None:
+    def record_closed_by_guard(
+        self,
+        position_id: int,
+        user_id: int,
+        price,
+        ledger_key: str | None = None,
+        ledger_details: dict | None = None,
+    ) -> None:
+        """Store the close; with ``ledger_key``, confirm that ledger row in the same transaction."""
         with self.database.session() as session:
+            if ledger_key is not None:
+                confirm_in_session(session, ledger_key, ledger_details)
             position = session.get(Position, position_id)
             close_position(position, CloseReason.CLOSED, None)
             position.guard_actions += 1

@@ -159,7 +159,6 @@ async def _plan(run: ActionRun, trade: Trade, price: Decimal) -> MarginPlan:
 
 async def _margin_added(run: ActionRun, plan: MarginPlan, updated: Trade, price: Decimal) -> dict:
     ctx, position = run.ctx, run.guarded.position
-    await ctx.db(ctx.ledger.confirm, run.key, {"margin_after_sats": updated.margin_sats})
     await ctx.db(
         ctx.positions.record_margin_added,
         position.id,
@@ -167,6 +166,8 @@ async def _margin_added(run: ActionRun, plan: MarginPlan, updated: Trade, price:
         updated,
         plan.amount_sats,
         price,
+        ledger_key=run.key,
+        ledger_details={"margin_after_sats": updated.margin_sats},
     )
     await ctx.position_changed(position.id)
     return run.outcome(
@@ -197,8 +198,14 @@ async def _close(run: ActionRun, trade: Trade, price: Decimal) -> dict:
     closed = await _call(run, run.exchange.close_trade(trade.id))
     if isinstance(closed, dict):
         return closed
-    await ctx.db(ctx.ledger.confirm, run.key, {"pnl_sats": closed.pnl_sats})
-    await ctx.db(ctx.positions.record_closed_by_guard, position.id, position.user_id, price)
+    await ctx.db(
+        ctx.positions.record_closed_by_guard,
+        position.id,
+        position.user_id,
+        price,
+        ledger_key=run.key,
+        ledger_details={"pnl_sats": closed.pnl_sats},
+    )
     await ctx.position_changed(position.id)
     return run.outcome("closed", pnl_sats=closed.pnl_sats)
 
@@ -218,26 +225,34 @@ async def _notify(run: ActionRun, trade: Trade, price: Decimal) -> dict:
     return run.outcome("notified")
 
 
+def _record_fields(run: ActionRun, price: Decimal) -> dict:
+    job = run.job
+    return {
+        "account_id": job.account_id,
+        "position_id": job.position_id,
+        "action": run.guarded.config.action.value,
+        "trigger_price": job.trigger_price,
+        "tick_price": price,
+        "tick_received_ns": job.tick_received_ns,
+        "details": {"tick_time_ms": job.tick_time_ms},
+    }
+
+
 async def _open_record(run: ActionRun, price: Decimal) -> LedgerRecord:
     if run.record is None:
-        job = run.job
-        run.record = await run.ctx.db(
-            run.ctx.ledger.open,
-            run.key,
-            account_id=job.account_id,
-            position_id=job.position_id,
-            action=run.guarded.config.action.value,
-            trigger_price=job.trigger_price,
-            tick_price=price,
-            tick_received_ns=job.tick_received_ns,
-            details={"tick_time_ms": job.tick_time_ms},
-        )
+        run.record = await run.ctx.db(run.ctx.ledger.open, run.key, **_record_fields(run, price))
     return run.record
 
 
 async def _claim(run: ActionRun, price: Decimal, **values) -> None:
-    record = await _open_record(run, price)
-    claimed = await run.ctx.db(run.ctx.ledger.claim, record, **values)
+    """Claim the ledger row before the exchange call; a first attempt inserts it claimed."""
+    ledger = run.ctx.ledger
+    if run.record is None:
+        claimed = await run.ctx.db(
+            ledger.open_claimed, run.key, claim=values, **_record_fields(run, price)
+        )
+    else:
+        claimed = await run.ctx.db(ledger.claim, run.record, **values)
     if claimed is None:
         raise ClaimLostError(f"ledger row {run.key} was claimed by another attempt")
     run.record = claimed
@@ -274,8 +289,8 @@ async def _settle_earlier_attempt(run: ActionRun, trade: Trade | None) -> dict |
     if not applied:
         ctx.log.info("earlier attempt was not applied", key=run.key, state=record.state.value)
         return None
-    await ctx.db(ctx.ledger.confirm, run.key, {"confirmed_by": "reconciliation"})
     position = run.guarded.position
+    confirmation = {"ledger_key": run.key, "ledger_details": {"confirmed_by": "reconciliation"}}
     if record.action == GuardAction.ADD_MARGIN.value:
         await ctx.db(
             ctx.positions.record_margin_added,
@@ -284,9 +299,16 @@ async def _settle_earlier_attempt(run: ActionRun, trade: Trade | None) -> dict |
             trade,
             record.amount_sats,
             None,
+            **confirmation,
         )
     else:
-        await ctx.db(ctx.positions.record_closed_by_guard, position.id, position.user_id, None)
+        await ctx.db(
+            ctx.positions.record_closed_by_guard,
+            position.id,
+            position.user_id,
+            None,
+            **confirmation,
+        )
     await ctx.position_changed(position.id)
     return run.outcome("confirmed_by_reconciliation")
 
