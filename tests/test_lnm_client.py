@@ -73,7 +73,7 @@ RUNNING_TRADE = {
 
 
 def measured_clock() -> ServerClock:
-    """Return a clock that needs no GET /time, so a fake transport sees only the call itself."""
+    """Return a clock that needs no GET /time, so a fake transport receives only the call."""
     clock = ServerClock()
     clock.record(0, 0, 0)
     return clock
@@ -115,7 +115,7 @@ def reply(status: int, body: object = None, headers: dict | None = None):
     ],
 )
 async def test_post_status_maps_to_error(status, body, error):
-    """A change maps by what the caller must do; a 502 or 504 may have reached the exchange."""
+    """A change maps by what the caller must do, and a 502 or 504 may have reached the exchange."""
     async with fake_client(reply(status, body)) as client:
         with pytest.raises(error) as raised:
             await client.close_trade(TRADE_ID)
@@ -160,7 +160,7 @@ async def test_get_status_maps_to_error(status, error):
     ],
 )
 async def test_transport_error_maps_to_error(exception, error):
-    """Nothing sent means retry later; anything after the request left means state unknown."""
+    """Nothing sent means retry later, and a failure after the request left means state unknown."""
     calls = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -200,7 +200,7 @@ async def test_retry_after_http_date():
 
 
 async def test_get_retried_until_success():
-    """A GET answered 502 twice is sent a third time, and each retry is logged."""
+    """A GET that fails with 502 then 503 is sent a third time, and each retry is logged."""
     statuses = [502, 503, 200]
     calls = []
 
@@ -325,7 +325,8 @@ async def test_cross_margin_routes():
     assert cross.quantity_usd == -100
     assert cross.entry_price == D(61000)
     assert cross.total_pl_sats == -12
-    assert order == {"id": "o-1"} and closed == {"id": "o-1"}
+    assert order == {"id": "o-1"}
+    assert closed == {"id": "o-1"}
     assert [(r.method, r.url.path) for r in seen] == [
         ("GET", "/v3/futures/cross/position"),
         ("POST", "/v3/futures/cross/order"),
@@ -441,7 +442,7 @@ def test_parse_trade_rejects_impossible(change, field_name):
         parse_trade({**RUNNING_TRADE, **change})
 
 
-def test_parse_short_at_leverage_one_has_no_liquidation():
+def test_parse_short_1x_no_liquidation():
     trade = parse_trade({**RUNNING_TRADE, "side": "sell", "leverage": 1, "liquidation": 0})
 
     assert trade.liquidation_price is None
@@ -630,7 +631,7 @@ async def test_insufficient_funds_from_mock(client):
         await client.open_trade(order)
 
 
-async def test_wrong_secret_is_authentication_error(base_url, venue):
+async def test_wrong_secret_rejected(base_url, venue):
     wrong = Credentials(key=KEY, secret="not-the-secret", passphrase=PASSPHRASE)
 
     async with LNMarketsClient(base_url, wrong, timeout_s=2.0) as client:
@@ -640,7 +641,7 @@ async def test_wrong_secret_is_authentication_error(base_url, venue):
     assert venue.mutations == []
 
 
-async def test_unknown_key_is_authentication_error(base_url):
+async def test_unknown_key_rejected(base_url):
     stranger = Credentials(key="nobody", secret=SECRET, passphrase=PASSPHRASE)
 
     async with LNMarketsClient(base_url, stranger, timeout_s=2.0) as client:
@@ -697,7 +698,7 @@ async def test_timeout_after_apply_is_state_unknown(base_url, mock, venue):
 
 
 async def test_caller_decides_after_state_unknown(base_url, mock, venue):
-    """After StateUnknownError the caller re-reads and sees the change already applied."""
+    """After StateUnknownError the caller re-reads and finds the change already applied."""
     mock.faults.update({"hold_s": 3.0})
     venue.faults.fail_after_apply_once("open_trade")
 
@@ -710,7 +711,7 @@ async def test_caller_decides_after_state_unknown(base_url, mock, venue):
     assert [m.kind for m in venue.mutations] == ["open"]
 
 
-async def test_held_reply_shorter_than_timeout_is_state_unknown(client, mock, venue):
+async def test_short_held_reply_state_unknown(client, mock, venue):
     """A reply held less than the client's timeout arrives as 504, still state unknown."""
     mock.faults.update({"hold_s": 0.1})
     venue.faults.fail_after_apply_once("open_trade")
@@ -721,7 +722,7 @@ async def test_held_reply_shorter_than_timeout_is_state_unknown(client, mock, ve
     assert [m.kind for m in venue.mutations] == ["open"]
 
 
-async def test_clock_skew_measured_before_first_signed_call(base_url, venue):
+async def test_clock_skew_measured_first(base_url, venue):
     """With the server 10 s ahead and a 5 s window, the first GET /time sets the offset."""
     mock = MockExchange(venue, timestamp_window_ms=5_000)
     mock.register("alice", KEY, SECRET, PASSPHRASE)
@@ -784,3 +785,13 @@ async def test_no_secret_in_logs(base_url, mock, venue, caplog):
     for line in lines:
         assert SECRET not in line
         assert PASSPHRASE not in line
+
+
+async def test_clock_offset_ignores_retry_delay(client, mock):
+    """A GET /time rejected with 429 is retried, and only the successful round trip is timed."""
+    mock.faults.update({"rate_limited": 1, "retry_after_header": "1"})
+
+    offset_ms = await client.sync_clock()
+
+    assert abs(offset_ms) < 300
+    assert [r.status for r in mock.requests if r.path == "/v3/time"] == [429, 200]

@@ -188,3 +188,34 @@ async def test_429_storm_two_processes(redis_url):
         window_end_s = rejection.responded_s + float(rejection.retry_after)
         inside = [r for r in records if window_start_s < r.arrived_s < window_end_s]
         assert inside == [], f"requests arrived inside the Retry-After window: {inside}"
+
+
+async def test_client_429_blocks_shared_key(redis_url):
+    """A 429 seen by one client blocks the key in Redis for another client of that account."""
+    from axisor.db.crypto import Credentials
+    from axisor.errors import RetryLaterError
+    from axisor.exchange.lnmarkets import LNMarketsClient
+
+    venue = PaperVenue()
+    venue.create_account("storm", 1_000_000)
+    venue.set_price(Decimal(60_000), 1)
+    mock = MockExchange(venue)
+    mock.register("storm", API_KEY, SECRET, PASSPHRASE)
+    credentials = Credentials(key=API_KEY, secret=SECRET, passphrase=PASSPHRASE)
+    limiter = RateLimiter.from_url(redis_url, prefix=PREFIX)
+
+    async with run_mock_exchange(mock) as base_url:
+        async with LNMarketsClient(base_url, credentials, limiter=limiter) as first:
+            await first.sync_clock()
+            mock.faults.update({"rate_limited": 1, "retry_after_header": "1"})
+            with pytest.raises(RetryLaterError):
+                await first.add_margin("any", 1)
+        blocked_s = await limiter.blocked_for_s(key_fingerprint(API_KEY))
+        async with LNMarketsClient(base_url, credentials, limiter=limiter) as second:
+            await second.get_running_trades()
+    await limiter.aclose()
+
+    after_429 = [r for r in mock.requests_for("storm")]
+    assert 0.5 < blocked_s <= 1.0
+    assert [r.status for r in after_429] == [429, 200]
+    assert after_429[1].arrived_s - after_429[0].responded_s >= 0.5

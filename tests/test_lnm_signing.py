@@ -49,7 +49,7 @@ def expected_signature(message: bytes) -> str:
             "POST",
             "/v3/futures/isolated/trade",
             b'{"type":"market","side":"buy","leverage":10,"quantity":60}',
-            b'1700000000123post/v3/futures/isolated/trade'
+            b"1700000000123post/v3/futures/isolated/trade"
             b'{"type":"market","side":"buy","leverage":10,"quantity":60}',
         ),
         (
@@ -104,11 +104,11 @@ def test_method_case_does_not_matter():
     ],
 )
 def test_signed_params_by_method(method, query, body, expected):
-    """GET and DELETE sign the query with its '?'; POST and PUT sign the body bytes."""
+    """GET and DELETE sign the query with its '?', and POST and PUT sign the body bytes."""
     assert signed_params(method, query, body) == expected
 
 
-def test_signed_headers_contain_key_passphrase_timestamp_signature():
+def test_signed_headers_all_four():
     credentials = Credentials(key="key-1", secret=SECRET, passphrase="pass-1")
     body = b'{"id":"abc-1"}'
     path = "/v3/futures/isolated/trade/close"

@@ -1,9 +1,30 @@
-"""Exchange clients per linked account."""
+"""Exchange clients per linked account, and what each venue supports."""
 
 from __future__ import annotations
 
-from axisor.exchange.paper import PaperVenue
+from axisor.exchange.models import Capabilities
+from axisor.exchange.paper import LN_MARKETS_ISOLATED, PaperVenue
 from axisor.exchange.protocol import Exchange
+
+# What the platform may configure on each venue. LN Markets runs isolated trades with
+# exchange-side stops and trailing stops, and cannot reduce an isolated trade partially.
+VENUE_CAPABILITIES: dict[str, Capabilities] = {
+    "paper": LN_MARKETS_ISOLATED,
+    "lnmarkets": Capabilities(
+        name="lnmarkets",
+        isolated=True,
+        cross=True,
+        partial_reduce_isolated=False,
+        exchange_stoploss=True,
+        exchange_takeprofit=True,
+        trailing_stoploss=True,
+    ),
+}
+
+
+def capabilities_for(venue: str) -> Capabilities:
+    """Return the venue's declared capabilities; KeyError for an unknown venue."""
+    return VENUE_CAPABILITIES[venue]
 
 
 class PaperResolver:

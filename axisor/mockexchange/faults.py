@@ -1,8 +1,8 @@
 """Faults of the mock LN Markets server, switchable at runtime from tests or ``/_mock/faults``.
 
 The venue's own ``PaperFaults`` add the faults around one operation: ``fail_before_apply``
-becomes an HTTP 503, and ``fail_after_apply`` applies the change and then holds the reply for
-``hold_s`` seconds, longer than a client's timeout, before answering 504.
+becomes an HTTP 503, and ``fail_after_apply`` applies the change and then delays the reply
+by ``hold_s`` seconds, longer than a client's timeout, before it returns HTTP 504.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class MockFaults:
     4. The next ``rate_limited`` requests get 429 with the Retry-After header
        ``retry_after_header`` (seconds or an HTTP date).
     5. The next ``errors`` requests get HTTP ``error_status`` without being applied.
-    6. Trades in ``liquidate_before_read`` are liquidated before the next read answers.
+    6. Trades in ``liquidate_before_read`` are liquidated before the next read returns.
     """
 
     latency_s: float = 0.0
@@ -51,7 +51,7 @@ class MockFaults:
     _release: asyncio.Event | None = field(default=None, init=False, repr=False)
 
     def update(self, settings: Mapping[str, Any]) -> None:
-        """Set the faults named in ``settings``; unknown names raise InvalidConfigError."""
+        """Set the faults named in ``settings``, raising InvalidConfigError for an unknown name."""
         for name, value in settings.items():
             if name.startswith("_") or name not in self.__dataclass_fields__:
                 raise InvalidConfigError(name, "is not a fault of the mock exchange")
@@ -74,7 +74,7 @@ class MockFaults:
         return None
 
     def throttle(self, account_id: str) -> int | None:
-        """Count a request of ``account_id``; return Retry-After in seconds when it is over."""
+        """Count a request of ``account_id`` and return Retry-After in seconds when it is over."""
         now_s = time.monotonic()
         blocked_until_s = self._blocked_until_s.get(account_id, 0.0)
         if now_s < blocked_until_s:
@@ -99,6 +99,6 @@ class MockFaults:
             await asyncio.wait_for(self._release.wait(), self.hold_s)
 
     def release_held(self) -> None:
-        """Answer every held reply now, such as when the server stops."""
+        """Send every held reply now, such as when the server stops."""
         if self._release is not None:
             self._release.set()

@@ -70,7 +70,7 @@ _LOOPBACK_NAMES = frozenset({"localhost"})
 
 @dataclass
 class RequestRecord:
-    """One request on a v3 route; times are ``time.monotonic()`` seconds."""
+    """One request on a v3 route, with times in ``time.monotonic()`` seconds."""
 
     method: str
     path: str
@@ -283,7 +283,8 @@ class VenueRoutes:
         value = decimal_field(data, "value")
         price, trailing_usd = (value, None) if value != 0 else (None, None)
         if value != 0 and field_value(data, "mode", "fixed") == "trailing":
-            price, trailing_usd = None, self._venue.price * value / _HUNDRED
+            current_price = self._venue.ticker().last_price
+            price, trailing_usd = None, current_price * value / _HUNDRED
         return await self._set_stoploss(call.account_id, call.trade_id(), price, trailing_usd)
 
     async def delete_stoploss(self, call: VenueCall) -> Any:
@@ -346,7 +347,8 @@ def _order_request(data: dict[str, Any]) -> OpenTradeRequest:
 def trade_json(trade: Trade) -> dict[str, Any]:
     """Serialise a trade as LN Markets v3 does (camelCase, 0 for an unset level).
 
-    ``closeReason`` is an addition of the mock; the v3 models we read have no such field.
+    ``closeReason`` is an addition of the mock: the lnmarkets-sdk v3 trade models have no such
+    field.
     """
     closed_at = iso_time(trade.closed_ms) if trade.closed_ms is not None else None
     return {
@@ -437,7 +439,7 @@ class MockExchange:
         passphrase: str,
         balance_sats: int | None = None,
     ) -> None:
-        """Accept ``key`` for ``account_id``; create the account when ``balance_sats`` is given."""
+        """Accept ``key`` for ``account_id``, and create the account if ``balance_sats`` is set."""
         if balance_sats is not None:
             self.venue.create_account(account_id, balance_sats)
         self._accounts[key] = _Account(account_id, secret, passphrase)
@@ -641,7 +643,7 @@ def _json_safe(value: Any) -> Any:
 async def run_mock_exchange(
     target: PaperVenue | MockExchange, host: str = "127.0.0.1", port: int = 0
 ) -> AsyncIterator[str]:
-    """Serve ``target`` on ``host`` (loopback only) in this event loop; yield the base URL.
+    """Serve ``target`` on ``host`` (loopback only) in this event loop and yield the base URL.
 
     ``port=0`` picks a free ephemeral port. The server stops, and held replies are released,
     when the context exits.
@@ -688,4 +690,4 @@ def _require_loopback(host: str) -> None:
         raise InvalidConfigError("host", f"{host!r} is not a loopback address. Use 127.0.0.1")
 
 
-__all__ = ["MockError", "MockExchange", "RequestRecord", "iso_time", "run_mock_exchange"]
+__all__ = ["MockError", "MockExchange", "RequestRecord", "run_mock_exchange"]

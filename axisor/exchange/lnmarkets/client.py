@@ -1,6 +1,6 @@
 """The LN Markets v3 REST client: one account, the ``Exchange`` protocol on httpx.
 
-Every request goes through ``LNMarketsClient._call``, which holds the one retry policy:
+Every request goes through ``LNMarketsClient._call``, which applies the one retry policy:
 
 - GET requests are retried, at most ``get_attempts`` times in all with exponential backoff,
   when the exchange or the network says nothing was done (``RetryLaterError``).

@@ -21,7 +21,7 @@ def wall_clock_ms() -> int:
 
 
 class ServerClock:
-    """Estimates the exchange's epoch milliseconds from the local clock and a measured offset."""
+    """An estimate of the exchange's epoch milliseconds: the local clock plus a measured offset."""
 
     def __init__(self, local_ms: Callable[[], int] = wall_clock_ms) -> None:
         self._local_ms = local_ms

@@ -24,7 +24,7 @@ _HUNDRED = Decimal(100)
 
 @dataclass(frozen=True, slots=True)
 class Candle:
-    """One OHLC candle; prices in USD per BTC, ``time_ms`` the epoch milliseconds it opens."""
+    """One OHLC candle with prices in USD per BTC, opening at ``time_ms`` epoch milliseconds."""
 
     time_ms: int
     open_price: Decimal
@@ -36,7 +36,7 @@ class Candle:
 
 @dataclass(frozen=True, slots=True)
 class CrossPosition:
-    """The cross margin position of an account; ``quantity_usd`` is signed (negative is short)."""
+    """The cross margin position of an account, with a signed ``quantity_usd`` (short below 0)."""
 
     id: str
     quantity_usd: int
@@ -106,7 +106,7 @@ def decimal_field(data: Mapping[str, Any], name: str, default: Any = _MISSING) -
 
 
 def sats_field(data: Mapping[str, Any], name: str, default: Any = _MISSING) -> int:
-    """Return a whole number of sats; a fraction of a sat raises."""
+    """Return a whole number of sats, raising for a fraction of a sat."""
     value = decimal_field(data, name, default)
     if value is default and default is not _MISSING:
         return value
@@ -186,7 +186,7 @@ def _positive(value: Decimal, name: str) -> Decimal:
 
 
 def parse_ticker(data: Mapping[str, Any], now_ms: int) -> Ticker:
-    """Parse a ticker; bid and ask come from the first price bucket when the v3 list is given.
+    """Parse a ticker, taking bid and ask from the first price bucket when v3 lists them.
 
     ``now_ms`` is used when the ticker carries no time, which is the case in v3.
     """

@@ -32,7 +32,8 @@ PUBLIC_KEY = "public"
 DEFAULT_PREFIX = "axisor:lnm:ratelimit"
 WINDOW_MS = 1000
 
-# KEYS[1] window set, KEYS[2] block key; ARGV[1] limit, ARGV[2] window ms, ARGV[3] member.
+# KEYS[1] is the window set and KEYS[2] the block key. ARGV[1] is the limit, ARGV[2] the
+# window in ms and ARGV[3] a unique member.
 # Returns 0 when the request is allowed, else the milliseconds to wait before trying again.
 _ACQUIRE_SCRIPT = """
 local blocked_ms = redis.call('PTTL', KEYS[2])
@@ -54,7 +55,7 @@ return math.max(tonumber(oldest[2]) + window_ms - now_ms, 1)
 
 
 class RateLimitWaitError(RetryLaterError):
-    """The limiter would wait longer than its maximum; nothing was sent."""
+    """The limiter would wait longer than its maximum, so nothing was sent."""
 
 
 def key_fingerprint(api_key: str) -> str:
@@ -85,7 +86,7 @@ class RateLimiter:
 
     @classmethod
     def from_url(cls, redis_url: str, **options) -> RateLimiter:
-        """Build a limiter on its own Redis connection pool; close it with ``aclose``."""
+        """Build a limiter on its own Redis connection pool, which ``aclose`` closes."""
         return cls(aioredis.Redis.from_url(redis_url), **options)
 
     async def aclose(self) -> None:

@@ -1,0 +1,93 @@
+"""Writing a Margin Guard configuration: validated in full before anything is stored."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from axisor.db.models import ExchangeAccount, MarginGuardConfig, Position, PositionStatus
+from axisor.db.session import Database
+from axisor.errors import InvalidConfigError
+from axisor.exchange.models import Capabilities
+from axisor.exchange.registry import capabilities_for
+from axisor.guard.config import GuardConfig, check_supported, parse_guard_config
+
+
+def configure_guard(
+    database: Database,
+    account_id: int,
+    raw: dict[str, Any],
+    *,
+    position_id: int | None = None,
+    enabled: bool = True,
+) -> tuple[GuardConfig, list[int]]:
+    """Validate ``raw`` and store it for the account (or one of its positions).
+
+    Returns the configuration and the ids of the running positions whose triggers must be
+    re-armed. An invalid configuration raises InvalidConfigError naming the field, and leaves
+    whatever was stored before unchanged.
+    """
+    config = parse_guard_config(raw)
+    with database.session() as session:
+        account = session.get(ExchangeAccount, account_id)
+        if account is None:
+            raise InvalidConfigError("account_id", f"no linked account with id {account_id}")
+        check_supported(config, _capabilities(account))
+        _check_position(session, account_id, position_id)
+        row = session.scalar(
+            select(MarginGuardConfig).where(
+                MarginGuardConfig.account_id == account_id,
+                _same_position(position_id),
+            )
+        )
+        if row is None:
+            row = MarginGuardConfig(
+                user_id=account.user_id, account_id=account_id, position_id=position_id
+            )
+            session.add(row)
+        row.config = config.model_dump(mode="json")
+        row.enabled = enabled
+        affected = _running_positions(session, account_id, position_id)
+        _bump_versions(session, affected)
+    return config, affected
+
+
+def _capabilities(account: ExchangeAccount) -> Capabilities:
+    try:
+        return capabilities_for(account.exchange)
+    except KeyError:
+        raise InvalidConfigError(
+            "exchange", f"account {account.id} is on unknown venue {account.exchange!r}"
+        ) from None
+
+
+def _check_position(session, account_id: int, position_id: int | None) -> None:
+    if position_id is None:
+        return
+    position = session.get(Position, position_id)
+    if position is None or position.account_id != account_id:
+        raise InvalidConfigError(
+            "position_id", f"position {position_id} is not a position of account {account_id}"
+        )
+
+
+def _same_position(position_id: int | None):
+    column = MarginGuardConfig.position_id
+    return column.is_(None) if position_id is None else column == position_id
+
+
+def _running_positions(session, account_id: int, position_id: int | None) -> list[int]:
+    statement = select(Position.id).where(
+        Position.account_id == account_id, Position.status == PositionStatus.RUNNING.value
+    )
+    if position_id is not None:
+        statement = statement.where(Position.id == position_id)
+    return list(session.scalars(statement))
+
+
+def _bump_versions(session, position_ids: list[int]) -> None:
+    """Move each position's version, so jobs queued under the old settings find themselves
+    stale."""
+    for position_id in position_ids:
+        session.get(Position, position_id).guard_version += 1
