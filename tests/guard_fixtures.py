@@ -1,8 +1,8 @@
 """A guarded paper account for worker and engine tests: database, venue, Redis and a worker context.
 
-``GuardWorld`` creates a user, a paper exchange account with an account-wide guard
-configuration, opens trades on the paper venue and imports them as positions with the
-margin-guard-check job, the way the platform learns about a new trade.
+``GuardWorld`` creates a user and a paper exchange account with an account-wide guard
+configuration. It opens trades on the paper venue and imports them as positions by running the
+margin-guard-check job.
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ class GuardWorld:
 
 
 def create_account(db: Database, venue: PaperVenue, config: GuardConfig) -> tuple[int, int]:
-    """Create a user, a paper account with an account-wide guard config; return both ids."""
+    """Create a user and a paper account with an account-wide guard config, and return both ids."""
     with db.session() as session:
         user = User(email="guard@example.test")
         account = ExchangeAccount(user=user, exchange="paper", label="tests")

@@ -13,7 +13,7 @@ from bullmq import Queue
 from axisor.db.models import PositionStatus
 from axisor.engine.scheduler import Engine
 from axisor.exchange.models import Side
-from axisor.guard.config import GuardConfig
+from axisor.guard.config import GuardAction, GuardConfig
 from axisor.queue.jobs import guard_action_job_id, job_options
 from axisor.queue.names import GUARD_ACTION_JOB, MARGIN_GUARD_QUEUE
 from axisor.workers.guard_action import run_guard_action
@@ -53,7 +53,7 @@ async def engine(world: GuardWorld, queue) -> Engine:
 
 @pytest.fixture
 async def start(world: GuardWorld, redis_url, prefix):
-    """Start a BullMQ worker on demand (concurrency 5 unless given); close it at teardown."""
+    """Start BullMQ workers on demand (concurrency 5 unless given) and close them at teardown."""
     workers = []
 
     def start_one(concurrency: int = 5):
@@ -85,7 +85,7 @@ async def tick(engine: Engine, world: GuardWorld, price: Decimal):
 
 
 async def test_tick_to_one_action(world, queue, engine, start):
-    """A crossing tick queues one job; the worker adds margin once and the job completes."""
+    """A crossing tick queues one job, and the worker adds margin once and completes it."""
     trade, position_id = await world.open_position()
     assert await engine.rebuild() == 1
     start()
@@ -131,7 +131,7 @@ async def test_same_trigger_one_job(world, queue, engine):
 
 
 async def test_add_same_id_once(queue):
-    """Adding a job with an id the queue already holds keeps the first job only."""
+    """Adding a job with an id the queue already contains keeps the first job only."""
     job_id = guard_action_job_id(1, 1)
     await queue.add(GUARD_ACTION_JOB, {"attempt": 1}, job_options(job_id, 5))
     await queue.add(GUARD_ACTION_JOB, {"attempt": 2}, job_options(job_id, 5))
@@ -265,3 +265,39 @@ async def test_end_to_end_rearm_cycle(world, queue, engine, start):
 
     assert len(world.mutations("add_margin", trade.id)) == 2
     assert world.position(position_id).guard_actions == 2
+
+
+async def test_worker_retries_lost_reply(world, queue, engine, start):
+    """BullMQ retries a job whose add_margin reply was lost, and the retry reconciles."""
+    trade, position_id = await world.open_position()
+    await engine.rebuild()
+    world.venue.faults.fail_after_apply_once("add_margin")
+    start()
+
+    (job,) = await tick(engine, world, CROSSING_PRICE)
+    await wait_until_idle(queue)
+
+    assert len(world.mutations("add_margin", trade.id)) == 1
+    finished = await queue.getJob(job.job_id)
+    assert finished.attemptsMade == 2
+    assert finished.returnvalue["outcome"] == "confirmed_by_reconciliation"
+
+
+async def test_unsupported_action_fails_once(world, queue, engine, start):
+    """A reduce_position job fails without retries, and the position counts it and re-arms."""
+    trade, position_id = await world.open_position()
+    world.configure(GuardConfig(margin_threshold=D("0.8"), action=GuardAction.REDUCE_POSITION))
+    await engine.rebuild()
+    start()
+
+    (job,) = await tick(engine, world, CROSSING_PRICE)
+    await wait_until_idle(queue)
+
+    assert [m.kind for m in world.venue.mutations] == ["open"]
+    failed = await queue.getJob(job.job_id)
+    assert failed.attemptsMade == 1
+    assert "reduce_position is not supported" in failed.failedReason
+    position = world.position(position_id)
+    assert position.guard_actions == 1
+    assert position.guard_version > job.version
+    assert [entry.status for entry in world.trade_log()] == ["failed"]

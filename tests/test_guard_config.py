@@ -95,7 +95,7 @@ def test_reduce_supported_when_declared():
 
 @pytest.mark.parametrize("action", ["add_margin", "close_position", "notify"])
 def test_other_actions_supported(action):
-    """Actions other than reduce_position run on the paper venue."""
+    """Actions other than reduce_position pass check_supported for the paper venue."""
     check_supported(parse_guard_config({**BASE, "action": action}), LN_MARKETS_ISOLATED)
 
 
@@ -129,7 +129,7 @@ def _contains_float(value) -> bool:
 
 @pytest.mark.parametrize("config", ROUND_TRIP_CONFIGS)
 def test_json_round_trip_exact(config):
-    """A config dumped as JSON holds no float and parses back to the same exact Decimals."""
+    """A config dumped as JSON contains no float and parses back to the same exact Decimals."""
     dumped = config.model_dump(mode="json")
     assert not _contains_float(dumped)
     assert dumped["margin_threshold"] == str(config.margin_threshold)

@@ -17,6 +17,7 @@ from axisor.guard.policy import is_crossed, plan_add_margin, trigger_price, vali
 
 D = Decimal
 TICK = D("0.5")
+ENTRY_PRICE = D(60_000)
 PERCENT = GuardConfig(margin_threshold=D("0.8"))
 
 
@@ -24,7 +25,7 @@ def make_trade(
     side: Side = Side.BUY,
     leverage: int = 10,
     quantity_usd: int = 600,
-    entry_price: Decimal = D(60_000),
+    entry_price: Decimal = ENTRY_PRICE,
 ) -> Trade:
     """Return a running trade with the venue's margin and liquidation price."""
     margin_sats = lnm.margin_for(quantity_usd, D(leverage), entry_price)
@@ -162,7 +163,7 @@ def test_validate_accepts_1x_short():
 
 @pytest.mark.parametrize("side", list(Side))
 def test_validate_accepts_venue_trades(side):
-    """Trades as the paper venue opens them pass validation."""
+    """Trades with the margin and liquidation price of the venue math pass validation."""
     validate_trade(make_trade(side))
 
 

@@ -7,6 +7,7 @@ import sys
 import click
 
 from axisor import __version__
+from axisor.cli.accounts import accounts_group
 from axisor.cli.simulate import simulate_command
 from axisor.config import Settings
 from axisor.errors import AxisorError
@@ -64,6 +65,7 @@ def episodes_command() -> None:
 
 
 main.add_command(simulate_command)
+main.add_command(accounts_group)
 
 
 if __name__ == "__main__":

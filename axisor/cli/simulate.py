@@ -57,13 +57,30 @@ from axisor.market.replay import Replay
     "DATA_DIR/simulations].",
 )
 @click.option(
+    "--exchange",
+    type=click.Choice(["paper", "mock"]),
+    default="paper",
+    show_default=True,
+    help="paper: workers call the paper exchange in process. mock: they call it through the "
+    "LN Markets client and a local mock of the LN Markets API on 127.0.0.1.",
+)
+@click.option(
     "--concurrency",
     type=click.IntRange(1, 1000),
     help="Jobs each worker runs at once [default: WORKER_CONCURRENCY].",
 )
 @click.pass_obj
 def simulate_command(
-    settings: Settings, episode, prices, positions, seed, as_json, report, database_url, concurrency
+    settings: Settings,
+    episode,
+    prices,
+    positions,
+    seed,
+    as_json,
+    report,
+    database_url,
+    exchange,
+    concurrency,
 ) -> None:
     """Replay real BTC prices over generated positions, with the guard on and off."""
     from axisor.redis_server import ensure_redis
@@ -71,7 +88,7 @@ def simulate_command(
     from axisor.simulation.simulate import simulate
 
     replay, name = _load_replay(episode, prices)
-    label = f"{name}-seed{seed}"
+    label = f"{name}-seed{seed}" + ("" if exchange == "paper" else f"-{exchange}")
     database_url = database_url or _fresh_sqlite(settings, label)
     report_path = report or settings.data_dir / "reports" / f"simulate-{label}.html"
     redis_url = ensure_redis(settings)
@@ -90,6 +107,7 @@ def simulate_command(
                 concurrency=concurrency or settings.worker_concurrency,
                 timeout_ms=settings.worker_timeout_ms,
                 progress=lambda done, total: progress.update(task, completed=done),
+                exchange=exchange,
             )
         )
     summary = {**result.summary, "report": str(report_path)}

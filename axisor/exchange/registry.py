@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+
+from axisor.db.crypto import CredentialCipher
+from axisor.db.models import ExchangeAccount
+from axisor.db.session import Database
+from axisor.errors import AuthenticationError, InvalidConfigError, NotSupportedError
+from axisor.exchange.lnmarkets.client import LNMarketsClient, base_url_for
+from axisor.exchange.lnmarkets.ratelimit import RateLimiter
 from axisor.exchange.models import Capabilities
 from axisor.exchange.paper import LN_MARKETS_ISOLATED, PaperVenue
 from axisor.exchange.protocol import Exchange
+
+# Overrides the LN Markets host for every network, e.g. to point workers at a local mock.
+LNM_BASE_URL_ENV = "AXISOR_LNM_BASE_URL"
 
 # What the platform may configure on each venue. LN Markets runs isolated trades with
 # exchange-side stops and trailing stops, and cannot reduce an isolated trade partially.
@@ -35,3 +47,70 @@ class PaperResolver:
 
     async def for_account(self, account_id: int) -> Exchange:
         return self.venue.account(str(account_id))
+
+
+class AccountResolver:
+    """Builds one LN Markets client per linked account from its encrypted credentials.
+
+    Clients are cached per account and share one Redis rate limiter, so every worker process
+    keeps to the per-key request limits.
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        cipher: CredentialCipher,
+        *,
+        limiter: RateLimiter | None = None,
+        base_url: str | None = None,
+    ) -> None:
+        self.database = database
+        self.cipher = cipher
+        self.limiter = limiter
+        self.base_url = base_url or os.environ.get(LNM_BASE_URL_ENV) or None
+        self._clients: dict[int, LNMarketsClient] = {}
+
+    async def for_account(self, account_id: int) -> Exchange:
+        client = self._clients.get(account_id)
+        if client is None:
+            account = await asyncio.to_thread(self._load, account_id)
+            client = self._client(account)
+            self._clients[account_id] = client
+        return client
+
+    def _load(self, account_id: int) -> ExchangeAccount:
+        with self.database.session() as session:
+            account = session.get(ExchangeAccount, account_id)
+            if account is None:
+                raise InvalidConfigError("account_id", f"no linked account with id {account_id}")
+            session.expunge(account)
+            return account
+
+    def _client(self, account: ExchangeAccount) -> LNMarketsClient:
+        if account.exchange == "paper":
+            raise NotSupportedError(
+                f"account {account.id} is a paper account, which exists only inside "
+                "`axisor simulate`; link an LN Markets account with `axisor accounts add`"
+            )
+        if not account.active:
+            raise AuthenticationError(f"account {account.id} is deactivated; re-link it")
+        if account.credentials_encrypted is None:
+            raise AuthenticationError(f"account {account.id} has no stored credentials")
+        credentials = self.cipher.decrypt(account.credentials_encrypted)
+        base_url = self.base_url or base_url_for(account.network)
+        return LNMarketsClient(base_url, credentials, limiter=self.limiter)
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
+
+
+def account_resolver(
+    database: Database, data_dir=None, redis_url: str | None = None
+) -> AccountResolver:
+    """Return the resolver workers use: credentials from AXISOR_SECRET_KEY (or the key file in
+    ``data_dir``) and, with ``redis_url``, the shared per-key rate limiter."""
+    cipher = CredentialCipher.from_env(data_dir=data_dir)
+    limiter = RateLimiter.from_url(redis_url) if redis_url else None
+    return AccountResolver(database, cipher, limiter=limiter)

@@ -30,7 +30,7 @@ class AddMarginMode(enum.StrEnum):
 
 
 class GuardConfig(BaseModel):
-    """What the guard does for one position once the price crosses its trigger."""
+    """Settings of the guard for one position: when it acts and which action it takes."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -41,8 +41,8 @@ class GuardConfig(BaseModel):
     restore_fraction: Decimal = Field(default=Decimal("0.5"), gt=0, lt=1)
     reduce_percent: Decimal = Field(default=Decimal(50), gt=0, lt=100)
     # Most sats the guard may add to one position over its life; None leaves only the balance.
-    budget_sats: int | None = Field(default=None, ge=0)
-    max_actions: int = Field(default=10, ge=1, le=100)
+    budget_sats: int | None = Field(default=None, ge=0, strict=True)
+    max_actions: int = Field(default=10, ge=1, le=100, strict=True)
 
     @model_validator(mode="after")
     def _restore_below_threshold(self) -> GuardConfig:

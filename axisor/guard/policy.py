@@ -76,7 +76,7 @@ def distance_bps(price: Decimal, liquidation_price: Decimal | None) -> int:
 
 @dataclass(frozen=True, slots=True)
 class MarginPlan:
-    """How many sats to add now; ``shortfall_sats`` is what the limits kept back."""
+    """Margin to add now. ``shortfall_sats`` is the part of the need that the limits kept back."""
 
     amount_sats: int
     needed_sats: int
@@ -89,12 +89,12 @@ def plan_add_margin(
     trade: Trade,
     price: Decimal,
     free_balance_sats: int,
-    sats_added_sats: int,
+    sats_added: int,
 ) -> MarginPlan:
     """Return the sats to add to ``trade`` at ``price``, within balance, budget and leverage 1."""
     needed = _needed_sats(config, trade, price)
     room = lnm.max_margin_sats(trade.quantity_usd, trade.entry_price) - trade.margin_sats
-    budget = None if config.budget_sats is None else config.budget_sats - sats_added_sats
+    budget = None if config.budget_sats is None else config.budget_sats - sats_added
     caps = {"balance": free_balance_sats, "leverage": room}
     if budget is not None:
         caps["budget"] = budget
@@ -124,7 +124,8 @@ def _restore_sats(config: GuardConfig, trade: Trade, price: Decimal) -> int:
     target = trade.entry_price + sign * used_usd / config.restore_fraction
     max_margin = lnm.max_margin_sats(trade.quantity_usd, trade.entry_price)
     if _beyond_leverage_one(trade, target, max_margin):
-        return max(1, max_margin - trade.margin_sats)
+        # One sat more than leverage 1 allows, so the plan reports the leverage limit.
+        return max(1, max_margin - trade.margin_sats + 1)
     margin = lnm.margin_for_liquidation(trade.side, trade.quantity_usd, trade.entry_price, target)
     return max(1, margin - trade.margin_sats)
 

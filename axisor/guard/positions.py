@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session
 
 from axisor.db.models import (
@@ -106,6 +106,15 @@ def load_guarded(session: Session, position_id: int) -> GuardedPosition | None:
     )
 
 
+def increment(position: Position, column: str, amount: int) -> None:
+    """Add ``amount`` to a counter in SQL (``SET x = x + n``) on a stored position, so that
+    concurrent workers never lose each other's updates, or in Python on a new one."""
+    if inspect(position).persistent:
+        setattr(position, column, getattr(Position, column) + amount)
+    else:
+        setattr(position, column, (getattr(position, column) or 0) + amount)
+
+
 def apply_trade(position: Position, trade: Trade) -> bool:
     """Copy the exchange's view of the trade; return whether the trigger inputs changed."""
     changed = (
@@ -119,7 +128,7 @@ def apply_trade(position: Position, trade: Trade) -> bool:
     position.leverage = trade.leverage
     position.liquidation_price = trade.liquidation_price
     if changed:
-        position.guard_version += 1
+        increment(position, "guard_version", 1)
     return changed
 
 
@@ -128,13 +137,13 @@ def close_position(position: Position, reason: CloseReason | str, time: dt.datet
     liquidated = str(reason) == CloseReason.LIQUIDATED.value
     position.status = (PositionStatus.LIQUIDATED if liquidated else PositionStatus.CLOSED).value
     position.closed_at = time or utcnow()
-    position.guard_version += 1
+    increment(position, "guard_version", 1)
 
 
 def mark_invalid(position: Position, error: InvalidExchangeDataError) -> None:
     position.status = PositionStatus.INVALID.value
     position.invalid_reason = str(error)
-    position.guard_version += 1
+    increment(position, "guard_version", 1)
 
 
 def new_position(account_id: int, trade: Trade) -> Position:
@@ -209,7 +218,7 @@ def _sync_one(position, trade, closed_reasons, result: SyncResult) -> None:
     resumed = position.guard_paused_reason is not None
     if resumed:
         position.guard_paused_reason = None
-        position.guard_version += 1
+        increment(position, "guard_version", 1)
     if apply_trade(position, trade) or resumed:
         result.updated.append(position.id)
 
@@ -287,9 +296,9 @@ class PositionStore:
         """Move the version so the engine arms a fresh trigger; count the attempt if asked."""
         with self.database.session() as session:
             position = session.get(Position, position_id)
-            position.guard_version += 1
+            increment(position, "guard_version", 1)
             if count_action:
-                position.guard_actions += 1
+                increment(position, "guard_actions", 1)
 
     def record_margin_added(
         self,
@@ -308,9 +317,9 @@ class PositionStore:
                 confirm_in_session(session, ledger_key, ledger_details)
             position = session.get(Position, position_id)
             apply_trade(position, trade)
-            position.guard_version += 1
-            position.guard_actions += 1
-            position.sats_added += amount_sats
+            increment(position, "guard_version", 1)
+            increment(position, "guard_actions", 1)
+            increment(position, "sats_added", amount_sats)
             log_trade_action(
                 session,
                 user_id=user_id,
@@ -335,7 +344,7 @@ class PositionStore:
                 confirm_in_session(session, ledger_key, ledger_details)
             position = session.get(Position, position_id)
             close_position(position, CloseReason.CLOSED, None)
-            position.guard_actions += 1
+            increment(position, "guard_actions", 1)
             log_trade_action(
                 session,
                 user_id=user_id,
@@ -355,8 +364,8 @@ class PositionStore:
         """
         with self.database.session() as session:
             position = session.get(Position, position_id)
-            position.guard_version += 1
-            position.guard_actions += 1
+            increment(position, "guard_version", 1)
+            increment(position, "guard_actions", 1)
             if pause:
                 position.guard_paused_reason = error
             log_trade_action(

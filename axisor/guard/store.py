@@ -12,6 +12,7 @@ from axisor.errors import InvalidConfigError
 from axisor.exchange.models import Capabilities
 from axisor.exchange.registry import capabilities_for
 from axisor.guard.config import GuardConfig, check_supported, parse_guard_config
+from axisor.guard.positions import increment
 
 
 def configure_guard(
@@ -90,4 +91,4 @@ def _bump_versions(session, position_ids: list[int]) -> None:
     """Move each position's version, so jobs queued under the old settings find themselves
     stale."""
     for position_id in position_ids:
-        session.get(Position, position_id).guard_version += 1
+        increment(session.get(Position, position_id), "guard_version", 1)

@@ -8,6 +8,8 @@ real: ``tick_to_action_ms`` is measured from the engine receiving the tick to th
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import secrets
 import time
 import uuid
 from collections.abc import Callable
@@ -18,16 +20,21 @@ from bullmq import Queue
 from redis.asyncio import Redis
 from sqlalchemy import select
 
+from axisor.db.crypto import Credentials
 from axisor.db.models import ExchangeAccount, MarginGuardConfig, Position, PositionStatus, User
 from axisor.db.session import Database
 from axisor.engine.scheduler import Engine
+from axisor.errors import InvalidConfigError
 from axisor.exchange import math as lnm
+from axisor.exchange.lnmarkets.client import LNMarketsClient
 from axisor.exchange.models import CloseReason, TradeEvent
 from axisor.exchange.paper import PaperVenue
+from axisor.exchange.protocol import Exchange
 from axisor.exchange.registry import PaperResolver
 from axisor.guard.policy import is_crossed
 from axisor.guard.positions import PositionStore
 from axisor.market.replay import Tick
+from axisor.mockexchange.server import MockExchange, run_mock_exchange
 from axisor.queue.jobs import GuardCheckJob, guard_check_job_id, job_options
 from axisor.queue.names import GUARD_CHECK_JOB, MARGIN_GUARD_QUEUE
 from axisor.simulation.baseline import open_request
@@ -36,6 +43,9 @@ from axisor.workers.context import WorkerContext
 from axisor.workers.runner import start_worker, worker_name
 
 ProgressCallback = Callable[[int, int], None]
+# "paper": workers call the paper venue in process. "mock": workers call it through the LN
+# Markets REST client and a local mock of the LN Markets API, with signed requests.
+EXCHANGES = ("paper", "mock")
 # Replay time between re-checks of accounts whose guard paused for lack of funds, as a periodic
 # margin-guard-check schedule would do in production.
 PAUSED_CHECK_INTERVAL_MS = 5 * 60 * 1000
@@ -80,7 +90,13 @@ class GuardedReplay:
         concurrency: int = 5,
         timeout_ms: int = 30_000,
         progress: ProgressCallback | None = None,
+        exchange: str = "paper",
     ) -> None:
+        if exchange not in EXCHANGES:
+            raise InvalidConfigError(
+                "exchange", f"unknown exchange {exchange!r}; use one of: {', '.join(EXCHANGES)}"
+            )
+        self.exchange = exchange
         self.scenario = scenario
         self.ticks = ticks
         self.prices = prices
@@ -97,11 +113,34 @@ class GuardedReplay:
     async def run(self) -> GuardedRun:
         started = time.perf_counter()
         account_ids = await asyncio.to_thread(self._create_accounts)
+        async with contextlib.AsyncExitStack() as stack:
+            resolver = await self._resolver(stack, account_ids)
+            result = await self._run_pipeline(resolver, account_ids)
+        result.elapsed_s = time.perf_counter() - started
+        return result
+
+    async def _resolver(self, stack: contextlib.AsyncExitStack, account_ids: dict[int, int]):
+        """Return the exchange resolver: the venue itself, or LN Markets clients over HTTP to a
+        local mock of the LN Markets API backed by the same venue."""
+        if self.exchange == "paper":
+            return PaperResolver(self.venue)
+        mock = MockExchange(self.venue)
+        base_url = await stack.enter_async_context(run_mock_exchange(mock))
+        resolver = MockAccountsResolver(base_url)
+        stack.push_async_callback(resolver.aclose)
+        for account_id in account_ids.values():
+            credentials = resolver.add(account_id)
+            mock.register(
+                str(account_id), credentials.key, credentials.secret, credentials.passphrase
+            )
+        return resolver
+
+    async def _run_pipeline(self, resolver, account_ids: dict[int, int]) -> GuardedRun:
         result = GuardedRun(self.venue, self.database, account_ids)
         redis = Redis.from_url(self.redis_url)
         queue = Queue(MARGIN_GUARD_QUEUE, {"connection": self.redis_url, "prefix": self.prefix})
         stream = f"{self.prefix}:position-events"
-        ctx = WorkerContext(self.database, PaperResolver(self.venue), redis, worker_name(), stream)
+        ctx = WorkerContext(self.database, resolver, redis, worker_name(), stream)
         worker = start_worker(
             ctx,
             self.redis_url,
@@ -121,7 +160,6 @@ class GuardedReplay:
             await redis.aclose()
         result.fired_positions = engine.fired_positions
         result.jobs_queued = engine.jobs_queued
-        result.elapsed_s = time.perf_counter() - started
         return result
 
     def _create_accounts(self) -> dict[int, int]:
@@ -246,6 +284,31 @@ class GuardedReplay:
             result.liquidations[index] = Liquidation(
                 index, tick_index, tick.time_ms, event.price, context
             )
+
+
+class MockAccountsResolver:
+    """One LN Markets client per account, each with its own generated API credentials."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.clients: dict[int, LNMarketsClient] = {}
+
+    def add(self, account_id: int) -> Credentials:
+        credentials = Credentials(
+            key=f"sim-{account_id}-{secrets.token_hex(4)}",
+            secret=secrets.token_urlsafe(24),
+            passphrase=secrets.token_urlsafe(12),
+            network="mainnet",
+        )
+        self.clients[account_id] = LNMarketsClient(self.base_url, credentials)
+        return credentials
+
+    async def for_account(self, account_id: int) -> Exchange:
+        return self.clients[account_id]
+
+    async def aclose(self) -> None:
+        for client in self.clients.values():
+            await client.aclose()
 
 
 async def wait_until_idle(queue: Queue, timeout_s: float = 120.0) -> None:

@@ -48,6 +48,7 @@ async def simulate(
     concurrency: int = 5,
     timeout_ms: int = 30_000,
     progress: ProgressCallback | None = None,
+    exchange: str = "paper",
 ) -> SimulationResult:
     """Run the replay with the guard off, then through the whole pipeline with it on."""
     if not 1 <= positions <= MAX_POSITIONS:
@@ -71,9 +72,11 @@ async def simulate(
             concurrency=concurrency,
             timeout_ms=timeout_ms,
             progress=progress,
+            exchange=exchange,
         )
         run = await guarded.run()
         summary = summarize(scenario, baseline, run, episode_facts(replay, name))
+        summary["exchange"] = exchange
         events = report_events(run, baseline, ticks)
     finally:
         database.dispose()

@@ -17,6 +17,7 @@ from axisor.simulation.scenario import Scenario
 GAP = "gap"  # one tick jumped past both the trigger and the liquidation price
 INSUFFICIENT_FUNDS = "insufficient_funds"  # free balance and budget could not cover the action
 ACTION_LIMIT = "action_limit"  # the guard had used all of its max_actions
+LEVERAGE_LIMIT = "leverage_limit"  # the trade already held the margin of leverage 1
 MISSED = "missed"  # none of the above: the guard should have prevented it
 EXCHANGE_ACTIONS = (GuardAction.ADD_MARGIN.value, GuardAction.CLOSE_POSITION.value)
 
@@ -32,6 +33,7 @@ class LedgerRow:
     sent_at_ns: int | None
     tick_price: Decimal | None
     tick_time_ms: int | None
+    limited_by: str | None
 
 
 def load_ledger(run: GuardedRun) -> list[LedgerRow]:
@@ -47,6 +49,7 @@ def load_ledger(run: GuardedRun) -> list[LedgerRow]:
                 row.sent_at_ns,
                 row.tick_price,
                 (row.details or {}).get("tick_time_ms"),
+                (row.details or {}).get("limited_by"),
             )
             for row in session.scalars(select(LedgerEntry))
         ]
@@ -99,7 +102,14 @@ def classify(
     scenario: Scenario, baseline: dict, run: GuardedRun, rows: list[LedgerRow]
 ) -> dict[int, str]:
     """Return, for each liquidation without the guard, "prevented" or why it still happened."""
-    short = {row.position_id for row in rows if row.shortfall_sats > 0}
+    short = {
+        row.position_id
+        for row in rows
+        if row.shortfall_sats > 0 and row.limited_by in ("balance", "budget")
+    }
+    capped = {
+        row.position_id for row in rows if row.shortfall_sats > 0 and row.limited_by == "leverage"
+    }
     actions = load_guard_actions(run)
     position_by_index = {
         index: run.position_ids.get(trade) for trade, index in run.planned_by_trade.items()
@@ -115,6 +125,8 @@ def classify(
             outcome[index] = "prevented"
         elif position_id in short:
             outcome[index] = INSUFFICIENT_FUNDS
+        elif position_id in capped:
+            outcome[index] = LEVERAGE_LIMIT
         elif liquidation.context == GAP:
             outcome[index] = GAP
         elif actions.get(position_id, 0) >= max_actions[index]:
@@ -128,7 +140,8 @@ def summarize(scenario: Scenario, baseline: dict, run: GuardedRun, episode: dict
     rows = load_ledger(run)
     outcome = classify(scenario, baseline, run, rows)
     counts = Counter(outcome.values())
-    excluded = {reason: counts.get(reason, 0) for reason in (GAP, INSUFFICIENT_FUNDS, ACTION_LIMIT)}
+    reasons = (GAP, INSUFFICIENT_FUNDS, LEVERAGE_LIMIT, ACTION_LIMIT)
+    excluded = {reason: counts.get(reason, 0) for reason in reasons}
     confirmed = [row for row in rows if row.state == LedgerState.CONFIRMED.value]
     preventable = len(baseline) - sum(excluded.values())
     return {

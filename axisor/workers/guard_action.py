@@ -136,6 +136,7 @@ async def _add_margin(run: ActionRun, trade: Trade, price: Decimal) -> dict:
             price,
             amount_sats=plan.amount_sats,
             shortfall_sats=plan.shortfall_sats,
+            details={"limited_by": plan.limited_by},
             margin_before_sats=trade.margin_sats,
             margin_after_sats=trade.margin_sats + plan.amount_sats,
         )
@@ -180,7 +181,9 @@ async def _unfunded(run: ActionRun, plan: MarginPlan, price: Decimal) -> dict:
     ctx, position = run.ctx, run.guarded.position
     reason = f"needed {plan.needed_sats} sats, the {plan.limited_by} limit allows none"
     await _open_record(run, price)
-    await ctx.db(ctx.ledger.fail, run.key, reason, None, plan.shortfall_sats)
+    await ctx.db(
+        ctx.ledger.fail, run.key, reason, {"limited_by": plan.limited_by}, plan.shortfall_sats
+    )
     await ctx.db(ctx.positions.record_failure, position.id, "add_margin", reason, True)
     await ctx.position_changed(position.id)
     ctx.log.critical(
@@ -212,7 +215,7 @@ async def _close(run: ActionRun, trade: Trade, price: Decimal) -> dict:
 
 async def _notify(run: ActionRun, trade: Trade, price: Decimal) -> dict:
     ctx, position = run.ctx, run.guarded.position
-    await _open_record(run, price)
+    await _claim(run, price, amount_sats=0)
     await ctx.db(ctx.ledger.confirm, run.key, {"notified": True, "price": str(price)})
     await ctx.db(ctx.positions.rearm, position.id, count_action=True)
     await ctx.position_changed(position.id)

@@ -1,0 +1,1 @@
+"""Trading automations: take profit, stop loss and automatic entry, configured per account."""
