@@ -28,8 +28,11 @@ import enum
 import hashlib
 import hmac
 import json
+import logging
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -49,6 +52,44 @@ log = structlog.get_logger("axisor.notifications")
 
 SIGNATURE_HEADER = "X-Axisor-Signature"
 TIMESTAMP_HEADER = "X-Axisor-Timestamp"
+
+
+class _WebhookUrlFilter(logging.Filter):
+    """Replaces webhook URLs in the httpx request log lines with their scheme and host.
+
+    httpx logs every request's full URL at INFO, and a webhook URL's path may carry a token.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.origins: dict[str, str] = {}
+        self._in_flight: Counter[str] = Counter()
+
+    @contextmanager
+    def masking(self, url: str, origin: str) -> Iterator[None]:
+        """Mask ``url`` while a request to it is in flight; requests may overlap."""
+        self.origins[url] = origin
+        self._in_flight[url] += 1
+        try:
+            yield
+        finally:
+            self._in_flight[url] -= 1
+            if self._in_flight[url] == 0:
+                del self._in_flight[url]
+                del self.origins[url]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and self.origins:
+            record.args = tuple(self._masked(arg) for arg in record.args)
+        return True
+
+    def _masked(self, arg: Any) -> Any:
+        origin = self.origins.get(str(arg))
+        return arg if origin is None else f"{origin}/..."
+
+
+_URL_FILTER = _WebhookUrlFilter()
+logging.getLogger("httpx").addFilter(_URL_FILTER)
 
 
 class NotificationKind(enum.StrEnum):
@@ -341,10 +382,12 @@ class Notifier:
             TIMESTAMP_HEADER: str(timestamp),
             SIGNATURE_HEADER: sign(target.secret, body),
         }
+        url = str(httpx.URL(target.url))
         try:
-            response = await self._client.post(
-                target.url, content=body, headers=headers, timeout=self._timeout
-            )
+            with _URL_FILTER.masking(url, target.origin):
+                response = await self._client.post(
+                    url, content=body, headers=headers, timeout=self._timeout
+                )
         except (httpx.TimeoutException, httpx.TransportError) as exc:
             return None, type(exc).__name__
         return response.status_code, None

@@ -275,7 +275,7 @@ def _confirmed_action(db) -> dict:
         session.add(account)
         session.flush()
         position = Position(
-            account_id=account.id, trade_id="t-1", side="b", quantity_usd=600,
+            account_id=account.id, trade_id="t-1", side="buy", quantity_usd=600,
             entry_price=Decimal(60_000), margin_sats=100_000, leverage=Decimal(10),
             liquidation_price=Decimal(54_545),
         )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -258,9 +257,3 @@ async def _stuck_ids(client: Redis, target: QueueTarget, expected: list[str]) ->
     workers = {w.name for w in await list_workers(client, QUEUE)}
     return [s.id for s in await find_stuck(client, target, workers)] == expected
 
-
-def test_record_worker_field_name():
-    """The recorded worker field cannot collide with BullMQ's own job fields."""
-    assert WORKER_FIELD == "axisorWorker"
-    assert record_worker.__doc__
-    assert json.dumps(WORKER_FIELD)

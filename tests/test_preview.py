@@ -172,7 +172,7 @@ def test_gap_price_beyond_trigger():
     preview = preview_for(venue, trade, config, price=D("56000.3"))
 
     assert preview.action_price == D("56000.5")
-    assert preview.trigger_price == D("57273.0")
+    assert preview.trigger_price == D("57272.5")
     venue.set_price(D("56000.3"), 2)
     updated = venue.add_margin(ACCOUNT, trade.id, preview.margin_added_sats)
     assert updated.liquidation_price == preview.new_liquidation_price

@@ -25,8 +25,12 @@ def crash_window() -> Replay:
 async def test_crash_window_outcome(database_url, redis_url):
     """Every liquidation the balance could prevent is prevented, and nothing acts twice."""
     result = await simulate(
-        crash_window(), "2021-05-19", positions=150, seed=11,
-        database_url=database_url, redis_url=redis_url,
+        crash_window(),
+        "2021-05-19",
+        positions=150,
+        seed=11,
+        database_url=database_url,
+        redis_url=redis_url,
     )
     summary = result.summary
     assert summary["liquidated_without_guard"] > 0
@@ -41,8 +45,12 @@ async def test_crash_window_outcome(database_url, redis_url):
 async def test_exclusions_add_up(redis_url, tmp_path):
     """Liquidations without the guard split exactly into prevented, excluded and missed."""
     result = await simulate(
-        crash_window(), "2021-05-19", positions=120, seed=3,
-        database_url=f"sqlite:///{tmp_path / 'sim.db'}", redis_url=redis_url,
+        crash_window(),
+        "2021-05-19",
+        positions=120,
+        seed=3,
+        database_url=f"sqlite:///{tmp_path / 'sim.db'}",
+        redis_url=redis_url,
     )
     summary = result.summary
     excluded = sum(summary["excluded"].values())
@@ -54,10 +62,22 @@ async def test_exclusions_add_up(redis_url, tmp_path):
 async def test_same_seed_same_positions(redis_url, tmp_path):
     """The seed alone decides the positions, so the guard-off outcome repeats exactly."""
     replay = crash_window()
-    first = await simulate(replay, "w", positions=60, seed=5, redis_url=redis_url,
-                           database_url=f"sqlite:///{tmp_path / 'a.db'}")
-    second = await simulate(replay, "w", positions=60, seed=5, redis_url=redis_url,
-                            database_url=f"sqlite:///{tmp_path / 'b.db'}")
+    first = await simulate(
+        replay,
+        "w",
+        positions=60,
+        seed=5,
+        redis_url=redis_url,
+        database_url=f"sqlite:///{tmp_path / 'a.db'}",
+    )
+    second = await simulate(
+        replay,
+        "w",
+        positions=60,
+        seed=5,
+        redis_url=redis_url,
+        database_url=f"sqlite:///{tmp_path / 'b.db'}",
+    )
     assert first.summary["liquidated_without_guard"] == second.summary["liquidated_without_guard"]
     assert first.summary["positions"] == second.summary["positions"]
 
@@ -67,8 +87,12 @@ async def test_same_seed_same_positions(redis_url, tmp_path):
 async def test_full_crash_episode_demo_figures(redis_url, tmp_path):
     """The demo's replay: 1,000 positions over the whole 2021-05-19 episode, seed 7."""
     result = await simulate(
-        Replay.from_episode("2021-05-19"), "2021-05-19", positions=1000, seed=7,
-        database_url=f"sqlite:///{tmp_path / 'demo.db'}", redis_url=redis_url,
+        Replay.from_episode("2021-05-19"),
+        "2021-05-19",
+        positions=1000,
+        seed=7,
+        database_url=f"sqlite:///{tmp_path / 'demo.db'}",
+        redis_url=redis_url,
     )
     summary = result.summary
     assert summary["positions"] == 1000
@@ -94,7 +118,11 @@ def falling_prices_csv(start_usd: int, step_usd: int, minutes: int) -> str:
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "axisor.cli.main", *args],
-        capture_output=True, text=True, env=env, timeout=600, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
     )
 
 
@@ -112,8 +140,17 @@ def test_cli_json_is_one_object(cli_env, tmp_path):
     """With --json, stdout holds exactly one JSON object; progress goes to stderr."""
     prices = tmp_path / "crash.csv"
     prices.write_text(falling_prices_csv(start_usd=40_000, step_usd=150, minutes=120))
-    completed = run_cli("simulate", "--prices", str(prices), "--positions", "40", "--seed", "2",
-                        "--json", env=cli_env)
+    completed = run_cli(
+        "simulate",
+        "--prices",
+        str(prices),
+        "--positions",
+        "40",
+        "--seed",
+        "2",
+        "--json",
+        env=cli_env,
+    )
     assert completed.returncode == 0, completed.stderr
     summary = json.loads(completed.stdout)
     assert summary["positions"] == 40
@@ -143,3 +180,30 @@ def test_cli_unknown_episode(cli_env):
     assert completed.returncode == 2
     assert "episode" in completed.stderr
     assert "2021-05-19" in completed.stderr
+
+
+async def test_mock_exchange_same_outcome(redis_url, tmp_path):
+    """Through the LN Markets client and the local mock, the replay ends as on the paper venue."""
+    replay = crash_window()
+    outcomes = {}
+    for exchange in ("paper", "mock"):
+        result = await simulate(
+            replay,
+            "2021-05-19",
+            positions=80,
+            seed=11,
+            redis_url=redis_url,
+            exchange=exchange,
+            database_url=f"sqlite:///{tmp_path / f'{exchange}.db'}",
+        )
+        outcomes[exchange] = result.summary
+    for figure in (
+        "liquidated_without_guard",
+        "liquidated_with_guard",
+        "prevented",
+        "missed",
+        "preventable_liquidations",
+        "duplicate_actions",
+    ):
+        assert outcomes["mock"][figure] == outcomes["paper"][figure], figure
+    assert outcomes["mock"]["exchange"] == "mock"

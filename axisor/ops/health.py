@@ -21,9 +21,9 @@ from typing import Any
 
 import structlog
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from axisor.ops import QueueTarget
 from axisor.ops.stats import count_jobs
