@@ -158,7 +158,7 @@ async def _run_checks(client: LNMarketsClient) -> list[CheckResult]:
 
 def _reason(error: Exception) -> str:
     if isinstance(error, AuthenticationError):
-        return f"authentication failed: {error}; check the key, secret, passphrase and scopes"
+        return f"authentication failed: {error}"
     return f"{type(error).__name__}: {error}"
 
 

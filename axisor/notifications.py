@@ -67,7 +67,7 @@ class _WebhookUrlFilter(logging.Filter):
 
     @contextmanager
     def masking(self, url: str, origin: str) -> Iterator[None]:
-        """Mask ``url`` while a request to it is in flight; requests may overlap."""
+        """Mask ``url`` while a request to it is in flight. Requests to one URL may overlap."""
         self.origins[url] = origin
         self._in_flight[url] += 1
         try:
@@ -99,7 +99,7 @@ class NotificationKind(enum.StrEnum):
 
 @dataclass(frozen=True)
 class WebhookTarget:
-    """Where a user's webhooks go and the secret that signs them; repr hides both."""
+    """Webhook URL of one user and the secret that signs its deliveries. The repr hides both."""
 
     url: str
     secret: str
@@ -230,8 +230,8 @@ class Notifier:
     ) -> int | None:
         """Store an in-app notification and schedule its webhook; return the notification id.
 
-        Returns None when the row could not be written. That failure is logged, not raised,
-        and the webhook is still sent, so a notification never fails the action it reports.
+        Returns None when the row could not be written. A database error is logged, not
+        raised, and the webhook is still sent, so it does not fail the action it reports.
         """
         kind = NotificationKind(kind)
         safe_details = _json_safe(details or {})
@@ -324,7 +324,10 @@ class Notifier:
         task.add_done_callback(self._tasks.discard)
 
     async def _deliver(self, target: WebhookTarget, payload: dict[str, Any]) -> bool:
-        """Send the webhook until it is accepted, rejected or out of attempts; never raise."""
+        """Send the webhook until it is accepted, rejected or out of attempts.
+
+        Only cancellation propagates. Every other error is logged and ends the delivery.
+        """
         context = {
             "user_id": payload["user_id"],
             "notification_id": payload["id"],

@@ -43,7 +43,7 @@ class GuardMode(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class PlanLimits:
-    """What one plan allows.
+    """Limits of one plan.
 
     ``min_margin_threshold`` is the smallest margin_threshold allowed: lower plans may not make
     the guard act as early in the distance from entry to liquidation. ``max_add_margin_percent``
@@ -278,9 +278,9 @@ def _enforce(plan: Plan, rule: _Rule, value: Any) -> None:
 
 def _limit_error(plan: Plan, rule: _Rule, value: Any) -> PlanLimitError:
     required = cheapest_plan_allowing(rule, value)
-    shown = value.value if isinstance(value, enum.Enum) else value
+    value_text = value.value if isinstance(value, enum.Enum) else value
     message = (
-        f"{shown} is not allowed on the {plan.value} plan "
+        f"{value_text} is not allowed on the {plan.value} plan "
         f"({rule.limit}: {rule.describe(PLANS[plan])}). "
     )
     if required is None:
@@ -309,7 +309,7 @@ class Disarmed:
 
 @dataclass
 class DowngradeReport:
-    """What ``downgrade`` changed, guard settings first, then automations, oldest first.
+    """Changes made by ``downgrade``: guard settings first, then automations, oldest first.
 
     ``accounts_over_limit`` lists the linked accounts beyond the new plan's limit; they stay
     linked, but their guard settings and automations are disarmed.
@@ -464,11 +464,11 @@ def _disarm_automations(session: Session, user_id: int, plan: Plan, report: Down
         .where(Automation.user_id == user_id, Automation.active.is_(True))
         .order_by(Automation.created_at, Automation.id)
     ).all()
-    kept = 0
+    kept_count = 0
     for row in rows:
-        limit, reason = _automation_violation(row, plan, report, kept + 1)
+        limit, reason = _automation_violation(row, plan, report, kept_count + 1)
         if limit is None:
-            kept += 1
+            kept_count += 1
             continue
         row.active = False
         report.disarmed.append(Disarmed("automation", row.id, row.account_id, limit, reason))

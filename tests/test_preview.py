@@ -1,4 +1,4 @@
-"""Guard and stop previews: each figure equals what the paper venue then does, to the sat."""
+"""Guard and stop previews: each figure equals what PaperVenue does when the action runs."""
 
 from __future__ import annotations
 
@@ -21,13 +21,14 @@ from axisor.guard.preview import preview_guard, preview_stop
 D = Decimal
 ENTRY = D(60_000)
 ACCOUNT = "a"
+LEVERAGE = D(10)
 BALANCE_SATS = 1_000_000_000
 
 
 def open_trade(
     side: Side,
     quantity_usd: int = 600,
-    leverage: D = D(10),
+    leverage: D = LEVERAGE,
     fee_tier: int = 1,
     balance_sats: int = BALANCE_SATS,
 ) -> tuple[PaperVenue, Trade]:

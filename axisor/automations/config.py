@@ -41,7 +41,7 @@ class TakeProfitAction(enum.StrEnum):
 
 
 class StopPlacement(enum.StrEnum):
-    EXCHANGE = "exchange"  # the venue holds the stop and fills it
+    EXCHANGE = "exchange"  # the venue keeps the stop and fills it
     ENGINE = "engine"  # the platform watches the price and closes the trade
 
 
@@ -102,7 +102,7 @@ class TakeProfitConfig(_AutomationConfig):
 class StopLossConfig(_AutomationConfig):
     """Close the trade at a fixed price, or at a distance that trails the best price.
 
-    ``placement`` None lets ``stop_placement`` choose: the venue when it can hold this stop,
+    ``placement`` None lets ``stop_placement`` choose: the venue when it can keep this stop,
     else the engine.
     """
 
@@ -231,7 +231,7 @@ def check_supported(
 
 
 def _venue_can_hold(config: StopLossConfig, capabilities: Capabilities) -> bool:
-    """Return whether the venue can hold this stop itself.
+    """Return whether the venue can keep this stop itself.
 
     A venue-held stop fills on the venue's own price, so only a stop on the last price goes to
     the venue. A percentage trail exists only in the engine, and a USD trail needs a venue with
@@ -272,14 +272,14 @@ def _check_entry_size(config: AutoEntryConfig, capabilities: Capabilities) -> No
 
 
 def _require_exactly_one(config: BaseModel, fields: tuple[str, ...]) -> None:
-    given = [name for name in fields if getattr(config, name) is not None]
-    if len(given) == 1:
+    set_fields = [name for name in fields if getattr(config, name) is not None]
+    if len(set_fields) == 1:
         return
     choices = " or ".join(fields)
-    if not given:
+    if not set_fields:
         raise InvalidConfigError(fields[0], f"missing; set exactly one of {choices}")
     raise InvalidConfigError(
-        given[1], f"set exactly one of {choices}, but {' and '.join(given)} are set"
+        set_fields[1], f"set exactly one of {choices}, but {' and '.join(set_fields)} are set"
     )
 
 

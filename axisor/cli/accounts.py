@@ -61,11 +61,7 @@ def accounts_list(settings: Settings, as_json: bool) -> None:
 
     rows = list_accounts(_database(settings), _cipher(settings))
     if as_json:
-        click.echo(
-            json.dumps(
-                [row.__dict__ if hasattr(row, "__dict__") else _as_dict(row) for row in rows]
-            )
-        )
+        click.echo(json.dumps([_as_dict(row) for row in rows]))
         return
     table = Table("id", "user", "exchange", "network", "label", "key", "active")
     for row in rows:

@@ -105,8 +105,8 @@ def guard_group() -> None:
 @click.option(
     "--restore-fraction",
     type=DECIMAL,
-    help="In restore mode, the fraction of the distance to liquidation left used after adding "
-    "margin [default: 0.5].",
+    help="In restore mode, the fraction of the distance from entry to liquidation that the price "
+    "has used once the margin is added [default: 0.5].",
 )
 @click.option("--budget", "budget_sats", type=int, help="Max sats the guard may add to the trade.")
 @click.option(

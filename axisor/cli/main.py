@@ -8,6 +8,7 @@ import click
 
 from axisor import __version__
 from axisor.cli.accounts import accounts_group
+from axisor.cli.mock import mock_exchange_command
 from axisor.cli.simulate import simulate_command
 from axisor.config import Settings
 from axisor.errors import AxisorError
@@ -66,6 +67,7 @@ def episodes_command() -> None:
 
 main.add_command(simulate_command)
 main.add_command(accounts_group)
+main.add_command(mock_exchange_command)
 
 
 if __name__ == "__main__":
