@@ -137,3 +137,35 @@ async def test_resolver_builds_client_once(db, cipher):
     assert first.base_url == "http://127.0.0.1:9"
     assert SECRET not in repr(first)
     await resolver.aclose()
+
+
+def test_cli_add_list_remove(tmp_path, monkeypatch):
+    """The accounts commands link, list (masked) and remove, never printing the secrets."""
+    import json
+
+    from click.testing import CliRunner
+
+    from axisor.cli.main import main
+
+    monkeypatch.setenv("AXISOR_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("AXISOR_SECRET_KEY", Fernet.generate_key().decode())
+    runner = CliRunner()
+    added = runner.invoke(
+        main,
+        ["accounts", "add", "--email", "cli@example.test", "--key", "lnm-cli-key"],
+        input=f"{SECRET}\n{PASSPHRASE}\n",
+    )
+    assert added.exit_code == 0, added.output
+    assert SECRET not in added.output
+    assert PASSPHRASE not in added.output
+
+    listed = runner.invoke(main, ["accounts", "list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    rows = json.loads(listed.output)
+    assert rows[0]["key_masked"] == "lnm-…"
+    assert SECRET not in listed.output
+
+    removed = runner.invoke(main, ["accounts", "remove", str(rows[0]["id"]), "--yes"])
+    assert removed.exit_code == 0, removed.output
+    assert json.loads(runner.invoke(main, ["accounts", "list", "--json"]).output) == []
