@@ -13,8 +13,8 @@ import structlog
 LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 
 
-def configure_logging(log_format: str = "console", level: str = "INFO") -> None:
-    """Configure structlog and the standard library's root logger once per process."""
+def configure_logging(log_format: str = "console", level: str = "INFO", file=None) -> None:
+    """Configure structlog and the standard library's root logger; ``file`` replaces stderr."""
     numeric = LEVELS[level.upper()]
     renderer = (
         structlog.processors.JSONRenderer()
@@ -30,7 +30,7 @@ def configure_logging(log_format: str = "console", level: str = "INFO") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=file or sys.stderr),
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(stream=sys.stderr, level=max(numeric, logging.WARNING), force=True)
+    logging.basicConfig(stream=file or sys.stderr, level=max(numeric, logging.WARNING), force=True)

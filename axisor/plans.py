@@ -393,19 +393,10 @@ def _row_mode(
     limits: PlanLimits,
     references: dict[int, GuardConfig],
 ) -> GuardMode:
-    """Return the mode a row stands for under ``limits``.
-
-    NOTE: rows store no mode, so it is inferred. A row without a position is global. A
-    position's row counts as selected when its setting equals the oldest position row of its
-    account, and as individual otherwise, unless the plan allows individual settings anyway.
-    """
+    """Return the mode the row was written with (a row without a position is global)."""
     if row.position_id is None:
         return GuardMode.GLOBAL
-    reference = references.setdefault(row.account_id, config)
-    if config != reference:
-        return GuardMode.INDIVIDUAL
-    candidates = (GuardMode.SELECTED, GuardMode.INDIVIDUAL)
-    return next((mode for mode in candidates if mode in limits.guard_modes), candidates[0])
+    return GuardMode(row.mode)
 
 
 def _positions_violation(plan: Plan, protected: int) -> tuple[str | None, str]:

@@ -26,7 +26,9 @@ def redis_url() -> Iterator[str]:
     try:
         client.flushdb()
     except redis.ConnectionError as exc:
-        pytest.fail(f"Redis is not reachable at {TEST_REDIS_URL}: {exc}; start it or set TEST_REDIS_URL")
+        pytest.fail(
+            f"Redis is not reachable at {TEST_REDIS_URL}: {exc}; start it or set TEST_REDIS_URL"
+        )
     yield TEST_REDIS_URL
     client.flushdb()
     client.close()

@@ -10,12 +10,14 @@ from sqlalchemy import select
 from axisor.db.models import ExchangeAccount, MarginGuardConfig, Position, User
 from axisor.errors import InvalidConfigError
 from axisor.guard.store import configure_guard
+from axisor.plans import PlanLimitError
 
 
 @pytest.fixture
 def account_id(db) -> int:
     with db.session() as session:
-        account = ExchangeAccount(user=User(email="guard@example.test"), exchange="paper")
+        user = User(email="guard@example.test", plan="pro")
+        account = ExchangeAccount(user=user, exchange="paper")
         session.add(account)
         session.flush()
         session.add(
@@ -92,3 +94,21 @@ def test_unknown_account_rejected(db):
     with pytest.raises(InvalidConfigError) as error:
         configure_guard(db, 999, {"margin_threshold": "0.8"})
     assert error.value.field == "account_id"
+
+
+def test_plan_limit_names_plan(db, account_id):
+    """A free plan rejects add_margin, naming the plan that allows it; nothing is stored."""
+    with db.session() as session:
+        session.scalar(select(User)).plan = "free"
+    with pytest.raises(PlanLimitError) as error:
+        configure_guard(db, account_id, {"margin_threshold": "0.8", "action": "add_margin"})
+    assert "free" in str(error.value)
+    assert "basic" in str(error.value)
+    assert stored_configs(db) == []
+
+
+def test_mode_needs_position(db, account_id):
+    """An individual setting without a position names the mode field."""
+    with pytest.raises(InvalidConfigError) as error:
+        configure_guard(db, account_id, {"margin_threshold": "0.8"}, mode="individual")
+    assert error.value.field == "mode"

@@ -16,6 +16,7 @@ from axisor.db.models import LedgerState, PositionStatus
 from axisor.errors import RetryLaterError, StateUnknownError
 from axisor.exchange.models import Balance, Side, Trade
 from axisor.guard.config import GuardAction, GuardConfig
+from axisor.workers.context import WorkerContext
 from axisor.workers.guard_action import ClaimLostError, run_guard_action
 
 from .guard_fixtures import CROSSING_PRICE, GuardWorld, guard_world
@@ -154,9 +155,10 @@ async def test_concurrent_runs_send_once(world, armed):
     job = world.action_job(position_id)
     world.venue.faults.latency_s = 0.05
 
+    other = WorkerContext(world.db, world.ctx.exchanges, world.ctx.redis, "other-worker")
     results = await asyncio.gather(
         run_guard_action(world.ctx, job),
-        run_guard_action(world.ctx, job),
+        run_guard_action(other, job),
         return_exceptions=True,
     )
 
@@ -167,15 +169,17 @@ async def test_concurrent_runs_send_once(world, armed):
 
 
 async def test_staggered_runs_send_once(world, armed):
-    """A second run that reaches its claim while the first is inside the exchange call
-    loses the claim and sends nothing."""
+    """A second worker process that reaches its claim while the first is inside the exchange
+    call loses the claim and sends nothing."""
     trade, position_id = armed
     job = world.action_job(position_id)
     world.venue.faults.latency_s = 0.2
+    # Another process: its own context, so it does not share the per-account lock.
+    other = WorkerContext(world.db, world.ctx.exchanges, world.ctx.redis, "other-worker")
 
     async def late_run():
         await asyncio.sleep(0.1)
-        return await run_guard_action(world.ctx, job)
+        return await run_guard_action(other, job)
 
     first, second = await asyncio.gather(
         run_guard_action(world.ctx, job), late_run(), return_exceptions=True

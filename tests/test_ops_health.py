@@ -11,12 +11,12 @@ import time
 import uuid
 from decimal import Decimal
 
-import click
 import httpx
 import pytest
 from bullmq import Queue, Worker
 from click.testing import CliRunner
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from axisor.cli.main import AxisorGroup
 from axisor.cli.ops import OPS_COMMANDS
@@ -89,7 +89,9 @@ async def test_health_and_metrics_endpoints(redis_url, prefix):
     assert health["since_last_completed_ms"] < 5_000
     assert health["memory_rss_bytes"] > 0
     assert health["exchange_stream"] == {
-        "state": "not connected", "gap_ms": None, "last_message_ms": None
+        "state": "not connected",
+        "gap_ms": None,
+        "last_message_ms": None,
     }
     assert live.status_code == 200
     assert f'axisor_queue_jobs{{queue="{QUEUE}",state="completed"}} 1.0' in text
@@ -112,7 +114,10 @@ async def test_health_and_metrics_endpoints(redis_url, prefix):
         (HealthState(redis_ok=True), None, False, "UNHEALTHY", "not running"),
         (
             HealthState(redis_ok=True, counts={"waiting": 4}, started_ms=0),
-            None, True, "DEGRADED", "no job completed",
+            None,
+            True,
+            "DEGRADED",
+            "no job completed",
         ),
     ],
 )
@@ -138,8 +143,21 @@ def _start_redis(port: int, directory) -> subprocess.Popen:
 
         binary = str(REDIS_SERVER_PATH)
     return subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
-         "--appendonly", "yes", "--save", "", "--daemonize", "no"],
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(directory),
+            "--appendonly",
+            "yes",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -149,9 +167,7 @@ async def _ping(url: str) -> bool:
     client = Redis.from_url(url)
     try:
         return bool(await client.ping())
-    except OSError:
-        return False
-    except Exception:  # noqa: BLE001 - any failure means "not up yet" here
+    except (OSError, RedisError):
         return False
     finally:
         await client.aclose()
@@ -267,14 +283,19 @@ def _guarded_user(db) -> int:
         session.flush()
         session.add(
             MarginGuardConfig(
-                user_id=user.id, account_id=account.id, enabled=False,
+                user_id=user.id,
+                account_id=account.id,
+                enabled=False,
                 config={"margin_threshold": "0.8", "action": "close_position"},
             )
         )
         session.add(
             LedgerEntry(
-                idempotency_key="guard:1:1:close_position", account_id=account.id,
-                action="close_position", state="failed", error="exchange rejected: 401",
+                idempotency_key="guard:1:1:close_position",
+                account_id=account.id,
+                action="close_position",
+                state="failed",
+                error="exchange rejected: 401",
             )
         )
         return user.id
@@ -318,8 +339,13 @@ async def test_doctor_crossed_threshold(db):
         session.add(account)
         session.flush()
         position = Position(
-            account_id=account.id, trade_id="t-9", side="buy", quantity_usd=600,
-            entry_price=Decimal(60_000), margin_sats=100_000, leverage=Decimal(10),
+            account_id=account.id,
+            trade_id="t-9",
+            side="buy",
+            quantity_usd=600,
+            entry_price=Decimal(60_000),
+            margin_sats=100_000,
+            leverage=Decimal(10),
             liquidation_price=Decimal(54_545),
         )
         session.add(position)
@@ -331,7 +357,10 @@ async def test_doctor_crossed_threshold(db):
         session.flush()
         position_id = position.id
     _, findings = await diagnose_user(
-        db, "crossed@example.com", check_credentials=_no_problem, check_exchange=_no_problem,
+        db,
+        "crossed@example.com",
+        check_credentials=_no_problem,
+        check_exchange=_no_problem,
         price_usd=Decimal(55_000),
     )
     problems = {f.check: f for f in findings if not f.ok}
@@ -361,8 +390,14 @@ def test_doctor_platform_command(db, redis_url, tmp_path):
 
 def _load(**values) -> Load:
     defaults = dict(
-        waiting=0, arrival_per_s=0.0, completion_per_s=0.0, service_s=1.0, service_samples=10,
-        window_s=300.0, current_workers=0, concurrency=5,
+        waiting=0,
+        arrival_per_s=0.0,
+        completion_per_s=0.0,
+        service_s=1.0,
+        service_samples=10,
+        window_s=300.0,
+        current_workers=0,
+        concurrency=5,
     )
     return Load(**{**defaults, **values})
 
@@ -415,4 +450,3 @@ def test_k8s_manifests_parse():
         documents += [d for d in yaml.safe_load_all(path.read_text()) if d]
     kinds = {d["kind"] for d in documents}
     assert {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"} <= kinds
-    assert click

@@ -76,9 +76,7 @@ async def _finish_jobs(redis_url: str, prefix: str, jobs: list[tuple[str, dict, 
         return {"ok": True}
 
     worker = Worker(QUEUE, process, {"connection": redis_url, "prefix": prefix})
-    finished = await wait_until(
-        lambda: _finished_count(queue, len(jobs)), timeout_s=15.0
-    )
+    finished = await wait_until(lambda: _finished_count(queue, len(jobs)), timeout_s=15.0)
     await worker.close()
     await queue.close()
     assert finished
@@ -161,8 +159,19 @@ def test_clean_keeps_next_scheduled_check(settings, redis_url, prefix):
     assert any(i.startswith("repeat:") for i in before)
 
     result = invoke(
-        settings, "queue", "clean", "--prefix", prefix, "--delayed", "0s", "--wait", "0s",
-        "--prioritized", "0s", "--yes", "--json",
+        settings,
+        "queue",
+        "clean",
+        "--prefix",
+        prefix,
+        "--delayed",
+        "0s",
+        "--wait",
+        "0s",
+        "--prioritized",
+        "0s",
+        "--yes",
+        "--json",
     )
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
@@ -196,17 +205,35 @@ async def _scheduler(redis_url: str, prefix: str):
 def test_clean_finished_by_age_and_asks_first(settings, redis_url, prefix):
     asyncio.run(_finish_jobs(redis_url, prefix, [("good", {}, {}), ("bad", {}, {"attempts": 1})]))
 
-    declined = invoke(settings, "queue", "clean", "--prefix", prefix, "--completed", "0s", input="n\n")
+    declined = invoke(
+        settings, "queue", "clean", "--prefix", prefix, "--completed", "0s", input="n\n"
+    )
     assert declined.exit_code == 1
     assert "will remove 1 completed jobs" in declined.stderr
     kept_young = invoke_json(
-        settings, "queue", "clean", "--prefix", prefix, "--completed", "1d", "--failed", "7d",
+        settings,
+        "queue",
+        "clean",
+        "--prefix",
+        prefix,
+        "--completed",
+        "1d",
+        "--failed",
+        "7d",
         "--yes",
     )
     assert kept_young["removed"] == {"completed": [], "failed": []}
 
     removed = invoke_json(
-        settings, "queue", "clean", "--prefix", prefix, "--completed", "0s", "--failed", "0s",
+        settings,
+        "queue",
+        "clean",
+        "--prefix",
+        prefix,
+        "--completed",
+        "0s",
+        "--failed",
+        "0s",
         "--yes",
     )
     assert len(removed["removed"]["completed"]) == 1
@@ -275,8 +302,13 @@ def _confirmed_action(db) -> dict:
         session.add(account)
         session.flush()
         position = Position(
-            account_id=account.id, trade_id="t-1", side="buy", quantity_usd=600,
-            entry_price=Decimal(60_000), margin_sats=100_000, leverage=Decimal(10),
+            account_id=account.id,
+            trade_id="t-1",
+            side="buy",
+            quantity_usd=600,
+            entry_price=Decimal(60_000),
+            margin_sats=100_000,
+            leverage=Decimal(10),
             liquidation_price=Decimal(54_545),
         )
         session.add(position)
@@ -284,7 +316,9 @@ def _confirmed_action(db) -> dict:
         session.add(
             LedgerEntry(
                 idempotency_key=f"guard:{position.id}:3:add_margin",
-                account_id=account.id, position_id=position.id, action="add_margin",
+                account_id=account.id,
+                position_id=position.id,
+                action="add_margin",
                 state=LedgerState.CONFIRMED.value,
             )
         )
@@ -294,8 +328,12 @@ def _confirmed_action(db) -> dict:
 def test_retry_rejects_confirmed_action(db, redis_url, prefix, tmp_path):
     """A failed guard action whose ledger row is confirmed is not retried; others are."""
     ids = _confirmed_action(db)
-    data = {"position_id": ids["position_id"], "account_id": ids["account_id"], "version": 3,
-            "action": "add_margin"}
+    data = {
+        "position_id": ids["position_id"],
+        "account_id": ids["account_id"],
+        "version": 3,
+        "action": "add_margin",
+    }
     jobs = [("bad", {"n": 1}, {"attempts": 1, "jobId": "other"})]
     asyncio.run(_finish_jobs(redis_url, prefix, jobs))
 
@@ -357,7 +395,12 @@ def test_priorities_buckets(settings, redis_url, prefix):
     asyncio.run(add())
     buckets = invoke_json(settings, "jobs", "priorities", "--prefix", prefix)["buckets"]
     assert {b["priority"]: b["waiting"] for b in buckets} == {
-        "1": 2, "2-10": 1, "11-100": 1, "101-1000": 0, "1001-10000": 1, "10001-2097152": 1,
+        "1": 2,
+        "2-10": 1,
+        "11-100": 1,
+        "101-1000": 0,
+        "1001-10000": 1,
+        "10001-2097152": 1,
         "none": 1,
     }
 

@@ -18,7 +18,7 @@ from axisor.db.models import LedgerState
 from axisor.ledger import LedgerRecord
 from axisor.ops import QueueTarget
 from axisor.ops.health import list_workers
-from axisor.ops.stuck import WORKER_FIELD, find_stuck, move_stuck, optimize, record_worker
+from axisor.ops.stuck import WORKER_FIELD, find_stuck, move_stuck, optimize
 from axisor.queue.names import GUARD_ACTION_JOB, MARGIN_GUARD_QUEUE
 
 QUEUE = MARGIN_GUARD_QUEUE
@@ -104,7 +104,9 @@ async def client(redis_url):
     await redis.aclose()
 
 
-async def _make_active(client: Redis, redis_url: str, prefix: str, job_id: str, data: dict, name="job"):
+async def _make_active(
+    client: Redis, redis_url: str, prefix: str, job_id: str, data: dict, name="job"
+):
     """Add a job and move it to active by hand, as a worker that then vanished would leave it."""
     queue = Queue(QUEUE, {"connection": redis_url, "prefix": prefix})
     await queue.add(name, data, {"jobId": job_id, "attempts": 5})
@@ -256,4 +258,3 @@ async def _value_is(client: Redis, key: str, expected: str) -> bool:
 async def _stuck_ids(client: Redis, target: QueueTarget, expected: list[str]) -> bool:
     workers = {w.name for w in await list_workers(client, QUEUE)}
     return [s.id for s in await find_stuck(client, target, workers)] == expected
-

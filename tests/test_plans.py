@@ -312,11 +312,14 @@ class World:
         self.session.flush()
         return position
 
-    def guard_row(self, account, position, seconds, config, enabled=True) -> MarginGuardConfig:
+    def guard_row(
+        self, account, position, seconds, config, enabled=True, mode=None
+    ) -> MarginGuardConfig:
         row = MarginGuardConfig(
             user_id=self.user.id,
             account_id=account.id,
             position_id=None if position is None else position.id,
+            mode=mode or ("global" if position is None else "selected"),
             config=config,
             enabled=enabled,
             created_at=_at(seconds),
@@ -353,7 +356,9 @@ def test_downgrade_disarms_guard_settings(db):
         )
         reference = world.guard_row(a1, p1, 20, shared)
         same = world.guard_row(a1, p2, 30, shared)
-        individual = world.guard_row(a1, p3, 40, _config(margin_threshold=D("0.9")))
+        individual = world.guard_row(
+            a1, p3, 40, _config(margin_threshold=D("0.9")), mode="individual"
+        )
         on_closed = world.guard_row(a1, closed, 50, shared)
         kept = [world.guard_row(a1, p, 60 + n, shared) for n, p in enumerate((p4, p5, p6))]
         over_count = world.guard_row(a1, p7, 70, shared)

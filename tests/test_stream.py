@@ -13,8 +13,10 @@ import pytest
 import structlog
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
+from websockets.frames import Frame
 
 from axisor.db.crypto import Credentials
+from axisor.errors import InvalidConfigError
 from axisor.exchange.lnmarkets.client import LNMarketsClient
 from axisor.exchange.lnmarkets.clock import wall_clock_ms
 from axisor.exchange.lnmarkets.parse import decode_json, encode_json
@@ -273,9 +275,7 @@ async def test_liquidation_arrives_as_trade_event(url, stream, venue):
         await client.wait_connected(5)
         assert client.status().authenticated is True
 
-        opened = venue.open_trade(
-            ACCOUNT_ID, OpenTradeRequest(Side.BUY, D(50), quantity_usd=1_000)
-        )
+        opened = venue.open_trade(ACCOUNT_ID, OpenTradeRequest(Side.BUY, D(50), quantity_usd=1_000))
         stream.publish_trade_events()
         await wait_until(lambda: len(recorder.trades) == 1)
         stream.publish_price(opened.liquidation_price - 100, TIME_MS + 60_000)
@@ -354,7 +354,7 @@ def test_parse_trade_data_events(event, trade, expected):
 
 
 def test_parse_open_event_computes_liquidation():
-    """An open limit order becomes an open Trade; its liquidation price is computed."""
+    """An open limit order becomes an open Trade with a computed liquidation price."""
     data = {
         "event": "open",
         "trade": {
@@ -391,7 +391,7 @@ async def test_disconnect_polls_then_recovers(url, stream, mock, rest_client):
     )
     async with client:
         await client.wait_connected(5)
-        stream.refuse_connections(1.0)
+        stream.reject_connections(1.0)
         assert stream.drop_connections() == 1
 
         await wait_until(lambda: client.status().mode == POLLING_MODE)
@@ -411,7 +411,7 @@ async def test_disconnect_polls_then_recovers(url, stream, mock, rest_client):
     assert first.connected is False
     assert first.mode == POLLING_MODE
     assert second.gap_s > first.gap_s >= 0
-    assert stream.refused >= 1
+    assert stream.rejected_handshakes >= 1
     assert recovered.connected is True
     assert recovered.mode == STREAM_MODE
     assert recovered.gap_s == 0
@@ -419,24 +419,46 @@ async def test_disconnect_polls_then_recovers(url, stream, mock, rest_client):
     assert recorder.prices[-1].source == "stream"
 
 
-async def test_unanswered_ping_reconnects(url, stream):
-    """A server that stops answering pings is dropped and dialled again."""
+async def test_ignored_ping_reconnects(url, stream):
+    """A server that ignores pings is dropped and connected to again."""
     recorder = Recorder()
-    stream.faults.answer_pings = False
+    stream.faults.ignore_pings = True
     async with StreamClient(url, on_price=recorder.on_price, settings=FAST) as client:
         await client.wait_connected(5)
         await wait_until(lambda: client.status().reconnects >= 1)
         status = client.status()
-        stream.faults.answer_pings = True
+        stream.faults.ignore_pings = False
         await client.wait_connected(5)
         settled = client.status().reconnects
-        await asyncio.sleep(1.0)  # three idle periods, each with an answered ping
+        await asyncio.sleep(1.0)  # three idle periods, each with a ping and its reply
         after = client.status()
 
     assert "no pong" in status.last_error
     assert stream.accepted >= 2
     assert after.connected is True
     assert after.reconnects == settled
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("idle_ping_s", 0),
+        ("pong_timeout_s", -1.0),
+        ("poll_interval_s", 0.0),
+        ("backoff_max_s", 0.1),
+    ],
+)
+def test_settings_reject_invalid(field, value):
+    with pytest.raises(InvalidConfigError) as raised:
+        StreamSettings(**{field: value, "backoff_base_s": 0.5})
+
+    assert raised.value.field == field
+
+
+def test_client_needs_a_topic():
+    """Without on_price, a client needs an account and on_trade."""
+    with pytest.raises(InvalidConfigError):
+        StreamClient("ws://127.0.0.1:9/v1", account=ACCOUNT)
 
 
 def test_backoff_delay_bounded():
@@ -447,26 +469,30 @@ def test_backoff_delay_bounded():
         assert ceiling_s / 2 <= delay_s <= ceiling_s, attempt
 
 
-async def test_refused_server_retried_at_bounded_pace(url, stream):
-    """While the server refuses, the client keeps trying at least every backoff_max_s."""
+async def test_rejecting_server_retried_with_backoff(url, stream):
+    """While the server rejects handshakes, the client retries at least every backoff_max_s."""
     recorder = Recorder()
-    stream.refuse_connections(30)
+    stream.reject_connections(30)
     async with StreamClient(url, on_price=recorder.on_price, settings=FAST) as client:
         await asyncio.sleep(1.2)
         status = client.status()
 
-    assert stream.refused >= 5
+    assert stream.rejected_handshakes >= 5
     assert status.connected is False
-    assert status.failed_attempts == stream.refused
+    assert status.failed_attempts == stream.rejected_handshakes
     assert status.gap_s >= 1.0
 
 
 # Logging and shutdown
 
 
-async def test_no_secret_in_logs(url, stream, rest_client, caplog):
-    """Authentication, a rejected signature, a drop and polling log no secret or passphrase."""
+async def test_no_secret_in_logs(url, stream, rest_client, caplog, monkeypatch):
+    """Authentication, a rejected signature, a drop and polling log no secret or passphrase.
+
+    websockets would log whole frames here, since the elision of long frames is turned off.
+    """
     caplog.set_level(logging.DEBUG)
+    monkeypatch.setattr(Frame, "MAX_LOG_SIZE", 10_000)
     wrong = StreamAccount(ACCOUNT_ID, Credentials(CREDENTIALS.key, "other-secret-Qa9", "pp-Zx7"))
     recorder = Recorder()
     with structlog.testing.capture_logs() as logs:
@@ -479,7 +505,11 @@ async def test_no_secret_in_logs(url, stream, rest_client, caplog):
             settings=FAST,
         )
         bad = StreamClient(
-            url, on_price=recorder.on_price, on_trade=recorder.on_trade, account=wrong, settings=FAST
+            url,
+            on_price=recorder.on_price,
+            on_trade=recorder.on_trade,
+            account=wrong,
+            settings=FAST,
         )
         async with good, bad:
             await good.wait_connected(5)
@@ -504,7 +534,7 @@ async def test_aclose_stops_every_task(url, stream, rest_client):
     before = asyncio.all_tasks()
     client.start()
     await client.wait_connected(5)
-    stream.refuse_connections(5)
+    stream.reject_connections(5)
     stream.drop_connections()
     await wait_until(lambda: client.status().mode == POLLING_MODE)
 

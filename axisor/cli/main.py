@@ -8,8 +8,11 @@ import click
 
 from axisor import __version__
 from axisor.cli.accounts import accounts_group
+from axisor.cli.guard import guard_group
 from axisor.cli.mock import mock_exchange_command
+from axisor.cli.ops import OPS_COMMANDS
 from axisor.cli.simulate import simulate_command
+from axisor.cli.worker import worker_group
 from axisor.config import Settings
 from axisor.errors import AxisorError
 from axisor.logs import configure_logging
@@ -68,6 +71,10 @@ def episodes_command() -> None:
 main.add_command(simulate_command)
 main.add_command(accounts_group)
 main.add_command(mock_exchange_command)
+main.add_command(guard_group)
+main.add_command(worker_group)
+for command in OPS_COMMANDS:
+    main.add_command(command)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 ``accounts`` and ``pool``.
 
 Every command prints a table, or one JSON document with --json. Every command that changes
-state first says what it will change and asks, unless --yes is given.
+state first prints what it will change and asks for confirmation, unless --yes is given.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from axisor.cli.accounts import accounts_group
 from axisor.config import Settings
 from axisor.ops import QueueTarget, redis_client
 from axisor.ops.durations import format_duration_ms, parse_duration_ms
@@ -583,7 +584,7 @@ class AccountChecks:
 
 @click.group("jobs")
 def jobs_group() -> None:
-    """How jobs spread over workers and priorities."""
+    """Show how jobs spread over workers and priorities."""
 
 
 @jobs_group.command("distribution")
@@ -640,7 +641,7 @@ def priorities_command(settings: Settings, queue: str, prefix: str, as_json: boo
 
 @click.group("trades")
 def trades_group() -> None:
-    """What the platform did on exchanges."""
+    """Show what the platform did on exchanges."""
 
 
 @trades_group.command("recent")
@@ -736,11 +737,6 @@ def automations_command(
     )
 
 
-@click.group("accounts")
-def accounts_group() -> None:
-    """Linked exchange accounts."""
-
-
 @accounts_group.command("balances")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.pass_obj
@@ -813,8 +809,8 @@ def pool_group() -> None:
 
 @pool_group.command("recommend")
 @target_options()
-@click.option("--min", "min_workers", default=1, show_default=True, help="Fewest workers.")
-@click.option("--max", "max_workers", default=20, show_default=True, help="Most workers.")
+@click.option("--min", "min_workers", default=1, show_default=True, help="Minimum workers.")
+@click.option("--max", "max_workers", default=20, show_default=True, help="Maximum workers.")
 @click.option("--window", default="5m", show_default=True, help="Span of the measured rates.")
 @click.option("--utilisation", default=0.7, show_default=True, help="Target busy share, 0..1.")
 @click.option(
@@ -872,6 +868,5 @@ OPS_COMMANDS = (
     jobs_group,
     trades_group,
     automations_group,
-    accounts_group,
     pool_group,
 )

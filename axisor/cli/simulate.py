@@ -92,6 +92,7 @@ def simulate_command(
     database_url = database_url or _fresh_sqlite(settings, label)
     report_path = report or settings.data_dir / "reports" / f"simulate-{label}.html"
     redis_url = ensure_redis(settings)
+    log_path = _log_to_file(settings, label)
 
     console = Console(stderr=True)
     with _progress(console) as progress:
@@ -110,7 +111,7 @@ def simulate_command(
                 exchange=exchange,
             )
         )
-    summary = {**result.summary, "report": str(report_path)}
+    summary = {**result.summary, "report": str(report_path), "log": str(log_path)}
     report_path.parent.mkdir(parents=True, exist_ok=True)
     write_report(
         report_path,
@@ -131,6 +132,18 @@ def _load_replay(episode: str, prices: pathlib.Path | None) -> tuple[Replay, str
             raise InvalidConfigError("--prices", f"file {prices} does not exist")
         return Replay.from_csv(prices), prices.stem
     return Replay.from_episode(episode), episode
+
+
+def _log_to_file(settings: Settings, label: str) -> pathlib.Path:
+    """Send the run's log lines (one per job) to a file, so the terminal shows the progress."""
+    from axisor.logs import configure_logging
+
+    path = settings.data_dir / "simulations" / f"{label}.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Left open until the process exits, so that shutdown steps can still log.
+    handle = path.open("w", encoding="utf-8")  # noqa: SIM115
+    configure_logging(settings.log_format, settings.log_level, file=handle)
+    return path
 
 
 def _fresh_sqlite(settings: Settings, label: str) -> str:

@@ -42,7 +42,7 @@ RECOMMEND_INTERVAL_S = 30.0
 
 @dataclass
 class ServeOptions:
-    """Where the worker serves its health endpoint and how often it heartbeats."""
+    """Health endpoint address and heartbeat timing of a worker."""
 
     health_host: str = "0.0.0.0"
     health_port: int = 3000
@@ -54,8 +54,9 @@ class ServeOptions:
 async def serve_worker(
     worker, redis_url: str, target: QueueTarget, name: str, options: ServeOptions
 ) -> bool:
-    """Serve /health and /metrics, heartbeat into the registry and watch for a restart request,
-    until SIGTERM, SIGINT or the request; then close the worker after its running jobs finish.
+    """Serve /health and /metrics, heartbeat into the registry and poll for a restart request.
+
+    On SIGTERM, SIGINT or a restart request, close the worker after its running jobs finish.
 
     Returns True when a restart was requested.
     """

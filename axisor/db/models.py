@@ -156,6 +156,9 @@ class User(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)
     plan: Mapped[str] = mapped_column(String(16), default=Plan.FREE.value)
+    # Outgoing webhook for notifications; the secret is a Fernet token like the credentials.
+    webhook_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    webhook_secret_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
     accounts: Mapped[list[ExchangeAccount]] = relationship(back_populates="user")
@@ -239,6 +242,8 @@ class MarginGuardConfig(Base):
     position_id: Mapped[int | None] = mapped_column(
         ForeignKey("positions.id", ondelete="CASCADE"), nullable=True
     )
+    # "global" (every position of the account), "selected" or "individual" (one position).
+    mode: Mapped[str] = mapped_column(String(16), default="global")
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     # The validated configuration (axisor.guard.config.GuardConfig) as JSON.
     config: Mapped[dict] = mapped_column(JSON)

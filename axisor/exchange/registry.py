@@ -111,6 +111,10 @@ def account_resolver(
 ) -> AccountResolver:
     """Return the resolver workers use: credentials from AXISOR_SECRET_KEY (or the key file in
     ``data_dir``) and, with ``redis_url``, the shared per-key rate limiter."""
+    if data_dir is None:
+        from axisor.config import Settings
+
+        data_dir = Settings.from_env().data_dir
     cipher = CredentialCipher.from_env(data_dir=data_dir)
     limiter = RateLimiter.from_url(redis_url) if redis_url else None
     return AccountResolver(database, cipher, limiter=limiter)

@@ -13,6 +13,7 @@ from axisor.exchange.models import Capabilities
 from axisor.exchange.registry import capabilities_for
 from axisor.guard.config import GuardConfig, check_supported, parse_guard_config
 from axisor.guard.positions import increment
+from axisor.plans import check_guard_config
 
 
 def configure_guard(
@@ -21,21 +22,28 @@ def configure_guard(
     raw: dict[str, Any],
     *,
     position_id: int | None = None,
+    mode: str | None = None,
     enabled: bool = True,
 ) -> tuple[GuardConfig, list[int]]:
     """Validate ``raw`` and store it for the account (or one of its positions).
 
-    Returns the configuration and the ids of the running positions whose triggers must be
-    re-armed. An invalid configuration raises InvalidConfigError naming the field, and leaves
-    whatever was stored before unchanged.
+    ``mode`` is "global" for an account-wide setting, and "selected" (the default) or
+    "individual" for one position. The user's plan must allow the mode, the action and the
+    figures. Returns the configuration and the ids of the running positions whose triggers must
+    be re-armed. An invalid configuration raises InvalidConfigError naming the field (a
+    PlanLimitError names the limit and the plan that allows it) and leaves whatever was stored
+    before unchanged.
     """
     config = parse_guard_config(raw)
+    mode = _mode(mode, position_id)
     with database.session() as session:
         account = session.get(ExchangeAccount, account_id)
         if account is None:
             raise InvalidConfigError("account_id", f"no linked account with id {account_id}")
         check_supported(config, _capabilities(account))
         _check_position(session, account_id, position_id)
+        covered = _protected_after_write(session, account, position_id)
+        check_guard_config(account.user.plan, config, mode, covered)
         row = session.scalar(
             select(MarginGuardConfig).where(
                 MarginGuardConfig.account_id == account_id,
@@ -48,10 +56,46 @@ def configure_guard(
             )
             session.add(row)
         row.config = config.model_dump(mode="json")
+        row.mode = mode
         row.enabled = enabled
         affected = _running_positions(session, account_id, position_id)
         _bump_versions(session, affected)
     return config, affected
+
+
+def _mode(mode: str | None, position_id: int | None) -> str:
+    if position_id is None:
+        if mode not in (None, "global"):
+            raise InvalidConfigError("mode", f"{mode!r} needs a position_id; leave it out")
+        return "global"
+    mode = mode or "selected"
+    if mode not in ("selected", "individual"):
+        raise InvalidConfigError("mode", f"unknown mode {mode!r}; use selected or individual")
+    return mode
+
+
+def _protected_after_write(session, account: ExchangeAccount, position_id: int | None) -> int:
+    """Count the user's running positions that a guard setting covers once this one is stored."""
+    rows = session.scalars(
+        select(MarginGuardConfig).where(
+            MarginGuardConfig.user_id == account.user_id, MarginGuardConfig.enabled.is_(True)
+        )
+    ).all()
+    whole_accounts = {row.account_id for row in rows if row.position_id is None}
+    single = {row.position_id for row in rows if row.position_id is not None}
+    if position_id is None:
+        whole_accounts.add(account.id)
+    else:
+        single.add(position_id)
+    running = session.execute(
+        select(Position.id, Position.account_id)
+        .join(ExchangeAccount)
+        .where(
+            ExchangeAccount.user_id == account.user_id,
+            Position.status == PositionStatus.RUNNING.value,
+        )
+    ).all()
+    return sum(1 for pid, aid in running if aid in whole_accounts or pid in single)
 
 
 def _capabilities(account: ExchangeAccount) -> Capabilities:

@@ -85,7 +85,7 @@ class ReplayFeed:
             yield PriceUpdate(price, tick.time_ms, time.time_ns(), "replay")
 
     def _wait_s(self, previous_ms: int | None, time_ms: int) -> float:
-        """Return the pause before a tick; 0 still lets other tasks run between ticks."""
+        """Return the pause before a tick. A pause of 0 still lets other tasks run."""
         if self.speed is None or previous_ms is None:
             return 0.0
         return (time_ms - previous_ms) / 1000 / self.speed

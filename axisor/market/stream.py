@@ -61,7 +61,7 @@ from axisor.exchange.models import CloseReason, Ticker, Trade, TradeEvent, Trade
 
 log = structlog.get_logger("axisor.market.stream")
 
-# websockets logs every frame at DEBUG, and the authenticate frame carries the passphrase.
+# websockets (17.x) logs every frame at DEBUG, and the authenticate frame contains the passphrase.
 # Its frames go to this logger, which stays at INFO whatever the root level is.
 WIRE_LOGGER = logging.getLogger("axisor.market.stream.wire")
 WIRE_LOGGER.setLevel(logging.INFO)
@@ -128,7 +128,7 @@ class StreamSettings:
     """Timings of a StreamClient, all in seconds."""
 
     idle_ping_s: float = 10.0  # send a ping after this much silence
-    pong_timeout_s: float = 5.0  # a ping unanswered this long means the connection is dead
+    pong_timeout_s: float = 5.0  # a ping without a reply this long means a dead connection
     request_timeout_s: float = 10.0  # for authenticate and subscribe
     open_timeout_s: float = 10.0  # for the TCP and WebSocket handshakes
     backoff_base_s: float = 0.5  # the first reconnect waits between half this and this
@@ -151,7 +151,8 @@ class StreamStatus:
     """Health of a StreamClient.
 
     ``gap_s`` is the time since the last stream message while disconnected, and 0 while
-    connected. ``reconnects`` counts connections made after the first one.
+    connected. ``reconnects`` counts connections made after the first one. ``failed_attempts``
+    counts the disconnects and failed attempts since the last successful subscribe.
     ``last_message_ms`` is local epoch milliseconds, or None before the first message.
     """
 
@@ -171,7 +172,7 @@ TickerPoller = Callable[[], Awaitable[Ticker]]
 
 
 class _DeadConnectionError(Exception):
-    """The server stopped answering pings."""
+    """The server sent no reply to a ping in time."""
 
 
 _SESSION_ERRORS = (
@@ -222,7 +223,7 @@ def backoff_delay_s(
 
 
 def parse_price_data(data: Any, received_ns: int) -> PriceUpdate | None:
-    """Parse lastPrice or ticker data; return None when the ticker has no last price yet."""
+    """Parse lastPrice or ticker data, returning None when the ticker has no last price yet."""
     last_price = field_value(data, "last_price", None)
     if last_price is None:
         return None
@@ -235,7 +236,7 @@ def parse_price_data(data: Any, received_ns: int) -> PriceUpdate | None:
 def parse_trade_data(
     account_id: str, data: Any, margins_sats: dict[str, int] | None = None
 ) -> Trade | TradeEvent | None:
-    """Parse one isolated trade event; return None for events that change no position.
+    """Parse one isolated trade event, returning None for events that change no position.
 
     ``open`` and ``filled`` become a ``Trade``, and closes, stop fills, take profits and
     liquidations a ``TradeEvent``. ``canceled`` and ``funding`` return None. The data may wrap
@@ -380,10 +381,11 @@ class StreamClient:
         await self.aclose()
 
     def start(self) -> None:
-        """Start connecting in the background; calling it again does nothing."""
+        """Start connecting in the background. Calling it again does nothing."""
         if self._task is None:
             self._last_message_s = time.monotonic()
             self._task = asyncio.create_task(self._run(), name=f"stream {self.url}")
+            self._task.add_done_callback(self._log_crash)
 
     async def wait_connected(self, timeout_s: float) -> None:
         """Wait until the client is connected and subscribed, or raise TimeoutError."""
@@ -418,6 +420,11 @@ class StreamClient:
             authenticated=self._authenticated,
             last_error=self._last_error,
         )
+
+    def _log_crash(self, task: asyncio.Task) -> None:
+        """Log an error that ended a background task, which otherwise shows only in aclose."""
+        if not task.cancelled() and task.exception() is not None:
+            log.error("stream.crashed", url=self.url, error=repr(task.exception()))
 
     # Connection life cycle
 
@@ -486,7 +493,10 @@ class StreamClient:
             await self._request(websocket, SUBSCRIBE_METHOD, {"topics": [ISOLATED_TRADES_TOPIC]})
 
     async def _authenticate(self, websocket: ClientConnection, account: StreamAccount) -> bool:
-        """Authenticate; on rejection keep the public topics and retry on the next connection."""
+        """Authenticate, and return False when rejected so that a price client keeps its topics.
+
+        The next connection tries again.
+        """
         params = authenticate_params(account.credentials, self._now_ms(), secrets.token_hex(8))
         try:
             await self._request(websocket, AUTHENTICATE_METHOD, params)
@@ -613,10 +623,11 @@ class StreamClient:
         task = asyncio.create_task(self._poll(self._poll_stop), name=f"ticker poll {self.url}")
         self._poll_tasks.add(task)
         task.add_done_callback(self._poll_tasks.discard)
+        task.add_done_callback(self._log_crash)
         log.info("stream.polling_started", interval_s=self._settings.poll_interval_s)
 
     def _stop_polling(self) -> None:
-        """Ask the poller to stop; a poll in flight finishes but its price is dropped."""
+        """Ask the poller to stop. A poll in flight finishes, but its price is dropped."""
         if self._poll_stop is not None and not self._poll_stop.is_set():
             self._poll_stop.set()
             log.info("stream.polling_stopped")

@@ -1,6 +1,6 @@
 """A mock LN Markets Stream API v1 on loopback, fed by a ``MockExchange`` and its paper venue.
 
-It answers ``authenticate``, ``subscribe``, ``unsubscribe``, ``ping`` and ``time`` as JSON-RPC
+It handles ``authenticate``, ``subscribe``, ``unsubscribe``, ``ping`` and ``time`` as JSON-RPC
 2.0 on the path ``/v1``. ``authenticate`` checks the key and passphrase registered on the
 MockExchange, a timestamp within its ``timestamp_window_ms``, a nonce not used before with
 that key, and the signature as ``axisor.market.stream.stream_signature`` computes it.
@@ -11,8 +11,8 @@ to the connections of the owning account: ``filled`` and ``closed`` for trades o
 closed on request, and ``liquidation``, ``stoploss`` and ``takeprofit`` for fills caused by
 prices.
 
-Faults: ``drop_connections`` aborts every connection, ``refuse_connections(seconds)`` answers
-new handshakes with HTTP 503, ``faults.answer_pings = False`` leaves pings unanswered, and
+Faults: ``drop_connections`` aborts every connection, ``reject_connections(seconds)`` rejects
+new handshakes with HTTP 503, ``faults.ignore_pings = True`` leaves pings without a reply, and
 ``faults.delay_s`` delays every outgoing message.
 
 Not modelled: limit orders (no ``open`` or ``canceled`` events), funding events, the index,
@@ -56,7 +56,7 @@ from axisor.market.stream import (
 )
 from axisor.mockexchange.server import MockExchange, _require_loopback
 
-# websockets logs frames at DEBUG, and authenticate frames carry the passphrase.
+# websockets (17.x) logs frames at DEBUG, and authenticate frames contain the passphrase.
 WIRE_LOGGER = logging.getLogger("axisor.mockexchange.stream.wire")
 WIRE_LOGGER.setLevel(logging.INFO)
 
@@ -64,13 +64,13 @@ STREAM_PATH = "/v1"
 PUBLIC_TOPICS = frozenset({LAST_PRICE_TOPIC, TICKER_TOPIC, INDEX_TOPIC})
 PRIVATE_TOPICS = frozenset({ISOLATED_TRADES_TOPIC})
 
-# JSON-RPC 2.0 error codes; the -32000 range is for server errors.
+# JSON-RPC 2.0 error codes. The range from -32000 to -32099 is for server errors.
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
-# NOTE: the codes LN Markets uses for a failed authentication and for a private topic without
-# one are not documented where we looked. These are the mock's own.
+# NOTE: LN Markets' stream v1 SDK code (sdk-typescript authenticate.ts and instance.ts) names no
+# code for a failed authentication or for a private topic without one. These are the mock's own.
 AUTHENTICATION_FAILED = -32001
 NOT_AUTHENTICATED = -32002
 
@@ -87,9 +87,9 @@ _PAIR = "btc_usd"
 class StreamFaults:
     """Faults of the mock stream, switchable while it runs."""
 
-    answer_pings: bool = True
+    ignore_pings: bool = False
     delay_s: float = 0.0  # added before each outgoing message, keeping their order
-    refuse_until_s: float = 0.0  # time.monotonic() until which handshakes get HTTP 503
+    reject_until_s: float = 0.0  # time.monotonic() until which handshakes get HTTP 503
 
 
 class _RpcError(Exception):
@@ -122,14 +122,14 @@ class _Connection:
 
 
 class MockStream:
-    """The stream endpoint of one MockExchange; see the module docstring."""
+    """The stream endpoint of one MockExchange, described in the module docstring."""
 
     def __init__(self, mock: MockExchange) -> None:
         self.mock = mock
         self.faults = StreamFaults()
         self.connections: set[_Connection] = set()
         self.accepted = 0
-        self.refused = 0
+        self.rejected_handshakes = 0
         self.rejected_authentications = 0
         self._nonces: set[tuple[str, str]] = set()
         self._events_sent = len(mock.venue.events)
@@ -201,7 +201,7 @@ class MockStream:
         return None
 
     def _fill_data(self, event: TradeEvent) -> dict[str, Any]:
-        """Return a fill by price; a liquidation has no ``pl``, as LN Markets sends it."""
+        """Return a fill caused by a price. A liquidation has no ``pl``, as LN Markets sends it."""
         trade = self._find_trade(event.account_id, event.trade_id)
         with_pl = event.reason is not CloseReason.LIQUIDATED
         body = _closed_json(trade, with_pl=with_pl)
@@ -210,7 +210,10 @@ class MockStream:
     def _find_trade(self, account_id: str, trade_id: str) -> Trade:
         venue = self.mock.venue
         trades = venue.running_trades(account_id) + venue.closed_trades(account_id, sys.maxsize)
-        return next(trade for trade in trades if trade.id == trade_id)
+        for trade in trades:
+            if trade.id == trade_id:
+                return trade
+        raise LookupError(f"trade {trade_id!r} of account {account_id!r} is not on the venue")
 
     # Faults
 
@@ -221,19 +224,19 @@ class MockStream:
             connection.websocket.transport.abort()
         return count
 
-    def refuse_connections(self, seconds: float) -> None:
-        """Answer new handshakes with HTTP 503 for ``seconds`` from now."""
-        self.faults.refuse_until_s = time.monotonic() + seconds
+    def reject_connections(self, seconds: float) -> None:
+        """Reject new handshakes with HTTP 503 for ``seconds`` from now."""
+        self.faults.reject_until_s = time.monotonic() + seconds
 
     # Serving
 
     def _check_request(self, websocket: ServerConnection, request: Request) -> Response | None:
         if request.path != STREAM_PATH:
             return websocket.respond(HTTPStatus.NOT_FOUND, f"no stream at {request.path}\n")
-        if time.monotonic() < self.faults.refuse_until_s:
-            self.refused += 1
+        if time.monotonic() < self.faults.reject_until_s:
+            self.rejected_handshakes += 1
             return websocket.respond(
-                HTTPStatus.SERVICE_UNAVAILABLE, "connections are refused (injected fault)\n"
+                HTTPStatus.SERVICE_UNAVAILABLE, "connections are rejected (injected fault)\n"
             )
         return None
 
@@ -265,7 +268,7 @@ class MockStream:
             return _error_frame(None, INVALID_REQUEST, "expected a JSON-RPC request object")
 
         request_id, method = frame.get("id"), frame["method"]
-        if method == PING_METHOD and not self.faults.answer_pings:
+        if method == PING_METHOD and self.faults.ignore_pings:
             return None
         handler = self._methods.get(method)
         if handler is None:

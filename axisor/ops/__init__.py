@@ -1,8 +1,8 @@
 """The operator's toolkit: queue statistics, cleaning, stuck jobs, worker health and scaling.
 
-Every function here reads or changes BullMQ's keys in Redis directly or through ``bullmq.Queue``
-and returns plain data; the ``axisor`` commands in ``axisor.cli.ops`` and ``axisor.cli.worker``
-print it as a table or as JSON.
+Every function here reads or changes BullMQ's keys in Redis, directly or through ``bullmq.Queue``,
+and returns plain data. The ``axisor`` commands in ``axisor.cli.ops`` and ``axisor.cli.worker``
+print that data as a table or as JSON.
 """
 
 from __future__ import annotations

@@ -74,7 +74,7 @@ def failed(check: str, problem: str, fix: str, **details: Any) -> Finding:
 
 @dataclass
 class UserFacts:
-    """What the database holds about one user, read in one session."""
+    """Rows of one user read in one session: configurations, accounts, positions and errors."""
 
     user_id: int
     email: str
@@ -253,7 +253,10 @@ def _plan_error(plans, plan: str, row: MarginGuardConfig, protected: int) -> str
         config = parse_guard_config(row.config)
     except InvalidConfigError as exc:
         return f"stored setting is invalid: {exc}"
+    stored_mode = getattr(row, "mode", None)
     modes = ["global"] if row.position_id is None else ["selected", "individual"]
+    if stored_mode:
+        modes = [stored_mode]
     errors = []
     for mode in modes:
         try:

@@ -157,7 +157,7 @@ class HealthLimits:
 
 @dataclass
 class StreamStatus:
-    """The exchange price stream as the worker sees it: connected, and the time since a message.
+    """State of the exchange price stream in this worker, and the time since its last message.
 
     The stream client does not exist yet, so every worker reports ``not connected``.
     """
@@ -169,7 +169,7 @@ class StreamStatus:
 
 @dataclass
 class HealthState:
-    """What the probes measured last; epoch times in ms, durations in ms."""
+    """Last probe measurements; epoch times and durations in ms."""
 
     redis_ok: bool = False
     redis_latency_ms: float | None = None

@@ -1,8 +1,8 @@
 """The worker's HTTP endpoints, /health and /metrics, served in the worker's own event loop.
 
 /health returns the health document with status 200 when HEALTHY or DEGRADED and 503 when
-UNHEALTHY (a readiness probe). /health/live returns 200 while the event loop answers at all (a
-liveness probe: restarting a worker does not bring back Redis). /metrics is Prometheus text.
+UNHEALTHY (a readiness probe). /health/live returns 200 whenever the event loop runs, because
+restarting a worker does not bring back Redis (a liveness probe). /metrics is Prometheus text.
 """
 
 from __future__ import annotations

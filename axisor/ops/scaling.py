@@ -1,4 +1,4 @@
-"""How many worker processes a queue needs, from its measured load.
+"""Recommend the number of worker processes a queue needs, from its measured load.
 
 The model, per queue:
 
@@ -130,7 +130,8 @@ def recommend(queue: str, load: Load, policy: ScalingPolicy) -> Recommendation:
     busy = load.arrival_per_s * load.service_s
     backlog = load.waiting * load.service_s / policy.drain_s
     needed = (busy + backlog) / policy.target_utilisation
-    raw = math.ceil(needed / load.concurrency) if needed > 0 else 0
+    # Rounding first keeps float noise such as 12.000000000000002 from adding a worker.
+    raw = math.ceil(round(needed / load.concurrency, 6)) if needed > 0 else 0
     bounded = min(policy.max_workers, max(policy.min_workers, raw))
     capacity = load.current_workers * load.concurrency
     utilisation = round(busy / capacity, 3) if capacity else None

@@ -123,7 +123,7 @@ class StuckJob:
 async def find_stuck(client: Redis, target: QueueTarget, live_workers: set[str]) -> list[StuckJob]:
     """Return the active jobs of ``target`` whose lock is missing or whose worker is not live.
 
-    ``live_workers`` holds the names with a registry heartbeat. A job with no recorded worker is
+    ``live_workers`` contains the names with a registry heartbeat. A job with no recorded worker is
     judged by its lock alone.
     """
     rows = await client.eval(
@@ -163,7 +163,7 @@ def _json_or_none(text: str) -> Any:
 
 @dataclass
 class StuckMoves:
-    """What happened to each stuck job: moved, rejected with the reason, or already gone."""
+    """Outcome per stuck job: moved, rejected with the reason, or skipped because it changed."""
 
     queue: str
     to: str
@@ -212,8 +212,8 @@ async def move_stuck(
 
 
 async def _move_one(client: Redis, target: QueueTarget, job: StuckJob, to: str) -> int:
-    # A job judged by its lock is moved only while the lock is still missing; a job judged by
-    # its worker only while the same worker is still recorded on it.
+    # A job judged by its lock is moved only while the lock is still missing. A job judged by
+    # its worker is moved only while the same worker is still recorded on it.
     recorded = job.worker if job.reason.startswith("worker ") else ""
     keys = [target.key(suffix) for suffix in _MOVE_KEYS]
     reason = f"stuck: {job.reason}; moved by an operator"
@@ -242,7 +242,7 @@ async def active_by_worker(client: Redis, target: QueueTarget, workers: list) ->
 
 @dataclass
 class OptimizeReport:
-    """What ``optimize`` found and, unless it was a dry run, changed."""
+    """Findings of ``optimize`` and, unless it was a dry run, the changes it made."""
 
     queue: str
     dry_run: bool

@@ -38,9 +38,20 @@ class WorkerContext:
     log: Any = field(init=False)
 
     def __post_init__(self) -> None:
+        self._account_locks: dict[int, asyncio.Lock] = {}
         self.ledger = ActionLedger(self.database)
         self.positions = PositionStore(self.database)
         self.log = structlog.get_logger("axisor.worker").bind(worker=self.worker_name)
+
+    def account_lock(self, account_id: int) -> asyncio.Lock:
+        """Return the lock that runs this process's actions on one account one at a time.
+
+        Actions on one account draw on the same free balance, so running them in the order they
+        were fetched (priority order) keeps the outcome independent of thread timing. Other
+        processes may still act on the account at the same time; the exchange then rejects a
+        short balance and the action plans again.
+        """
+        return self._account_locks.setdefault(account_id, asyncio.Lock())
 
     async def db(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking database call in a thread, so lock renewal keeps running."""

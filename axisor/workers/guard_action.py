@@ -61,7 +61,12 @@ class ActionRun:
 
 async def run_guard_action(ctx: WorkerContext, job: GuardActionJob) -> dict:
     """Carry out the job and return its outcome; raise only when BullMQ should retry it."""
-    run = ActionRun(ctx, job)
+    async with ctx.account_lock(job.account_id):
+        return await _run_locked(ActionRun(ctx, job))
+
+
+async def _run_locked(run: ActionRun) -> dict:
+    ctx, job = run.ctx, run.job
     run.record = await ctx.db(ctx.ledger.get, run.key)
     if run.record is not None and run.record.final:
         return run.outcome(f"already_{run.record.state.value}")

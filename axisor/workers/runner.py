@@ -13,6 +13,7 @@ from bullmq import UnrecoverableError, Worker
 from pydantic import ValidationError
 
 from axisor.errors import AxisorError, RetryLaterError, StateUnknownError
+from axisor.ops.stuck import record_worker
 from axisor.queue.jobs import GuardActionJob, GuardCheckJob
 from axisor.queue.names import GUARD_ACTION_JOB, GUARD_CHECK_JOB, MARGIN_GUARD_QUEUE
 from axisor.workers.context import WorkerContext
@@ -41,6 +42,7 @@ def make_processor(ctx: WorkerContext, timeout_ms: int):
 
     async def process(job, token) -> dict[str, Any]:
         started = time.perf_counter()
+        await record_worker(job, ctx.worker_name)
         bound = log.bind(
             job_id=job.id, job_name=job.name, queue=job.queue.name, attempt=job.attemptsMade + 1
         )
