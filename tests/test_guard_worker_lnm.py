@@ -32,10 +32,12 @@ async def world_over_http(db, redis_url):
             str(world.account_id), CREDENTIALS.key, CREDENTIALS.secret, CREDENTIALS.passphrase
         )
         mock.faults.hold_s = 3.0
-        async with run_mock_exchange(mock) as base_url:
-            async with LNMarketsClient(base_url, CREDENTIALS, timeout_s=1.0) as client:
-                world.ctx.exchanges = ClientResolver(client)
-                yield world, mock
+        async with (
+            run_mock_exchange(mock) as base_url,
+            LNMarketsClient(base_url, CREDENTIALS, timeout_s=1.0) as client,
+        ):
+            world.ctx.exchanges = ClientResolver(client)
+            yield world, mock
 
 
 async def test_timeout_after_apply_acts_once(world_over_http):
