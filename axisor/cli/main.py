@@ -8,6 +8,7 @@ import click
 
 from axisor import __version__
 from axisor.cli.accounts import accounts_group
+from axisor.cli.engine import engine_group
 from axisor.cli.guard import guard_group
 from axisor.cli.mock import mock_exchange_command
 from axisor.cli.ops import OPS_COMMANDS
@@ -73,6 +74,7 @@ main.add_command(accounts_group)
 main.add_command(mock_exchange_command)
 main.add_command(guard_group)
 main.add_command(worker_group)
+main.add_command(engine_group)
 for command in OPS_COMMANDS:
     main.add_command(command)
 

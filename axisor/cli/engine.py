@@ -1,0 +1,68 @@
+"""``axisor engine run``: the process that turns prices into Margin Guard jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+
+import click
+
+from axisor.config import Settings
+
+STREAM_URL_ENV = "AXISOR_LNM_STREAM_URL"
+
+
+@click.group("engine")
+def engine_group() -> None:
+    """The engine: trigger index and job producer."""
+
+
+@engine_group.command("run")
+@click.option("--episode", help="Drive the engine from a shipped episode instead of the stream.")
+@click.option(
+    "--speed",
+    type=float,
+    default=None,
+    help="With --episode: replay speed-up (60 plays a minute per second); "
+    "as fast as possible when left out.",
+)
+@click.option(
+    "--network",
+    default="mainnet",
+    show_default=True,
+    help="LN Markets network of the price stream (mainnet or signet).",
+)
+@click.pass_obj
+def engine_run(settings: Settings, episode: str | None, speed: float | None, network: str) -> None:
+    """Run the engine until stopped (Ctrl-C or SIGTERM)."""
+    from axisor.db.migrate import upgrade
+    from axisor.db.session import Database
+    from axisor.engine.live import LiveEngine
+    from axisor.redis_server import ensure_redis
+
+    database = Database(settings.effective_database_url)
+    upgrade(database)
+    redis_url = ensure_redis(settings)
+    feed = _replay_feed(episode, speed) if episode else _stream_feed(network)
+    with contextlib.suppress(KeyboardInterrupt):
+        ticks = asyncio.run(LiveEngine(database, redis_url, feed).run())
+        click.echo(f"engine stopped after {ticks} price updates", err=True)
+
+
+def _replay_feed(episode: str, speed: float | None):
+    from axisor.market.feed import ReplayFeed
+    from axisor.market.replay import Replay
+
+    return ReplayFeed(Replay.from_episode(episode), speed=speed)
+
+
+def _stream_feed(network: str):
+    from axisor.exchange.lnmarkets.client import LNMarketsClient
+    from axisor.market.feed import StreamFeed
+    from axisor.market.stream import MAINNET_STREAM_URL, SIGNET_STREAM_URL
+
+    default = SIGNET_STREAM_URL if network == "signet" else MAINNET_STREAM_URL
+    url = os.environ.get(STREAM_URL_ENV) or default
+    public = LNMarketsClient(os.environ.get("AXISOR_LNM_BASE_URL"), None)
+    return StreamFeed(url, poll_ticker=public.get_ticker)

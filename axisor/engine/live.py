@@ -1,0 +1,109 @@
+"""The engine process: a live (or replayed) price feed drives the trigger index.
+
+Per price update it re-arms the positions workers changed, queues a job per crossed trigger,
+and records the last tick in Redis for ``axisor doctor``. Every linked account gets a repeating
+``margin-guard-check`` job, so positions opened or closed outside Axisor are picked up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import structlog
+from bullmq import Queue
+from redis.asyncio import Redis
+from sqlalchemy import select
+
+from axisor.db.models import ExchangeAccount
+from axisor.db.session import Database
+from axisor.engine.scheduler import Engine
+from axisor.market.feed import PriceFeed
+from axisor.market.stream import PriceUpdate, StreamStatus
+from axisor.queue.jobs import KEEP_COMPLETED, KEEP_FAILED, GuardCheckJob
+from axisor.queue.names import GUARD_CHECK_JOB, MARGIN_GUARD_QUEUE
+
+log = structlog.get_logger("axisor.engine")
+
+LAST_TICK_KEY = "axisor:engine:last-tick"
+STREAM_STATUS_KEY = "axisor:stream:status"
+# How often each linked account is reconciled with its exchange.
+CHECK_EVERY_MS = 60_000
+
+
+class LiveEngine:
+    """Runs the engine on a feed until the feed ends or ``stop`` is called."""
+
+    def __init__(self, database: Database, redis_url: str, feed: PriceFeed) -> None:
+        self.database = database
+        self.redis = Redis.from_url(redis_url)
+        self.queue = Queue(MARGIN_GUARD_QUEUE, {"connection": redis_url})
+        self.engine = Engine(database, self.redis, self.queue)
+        self.feed = feed
+        self.ticks = 0
+
+    async def run(self) -> int:
+        """Consume the feed; return the number of price updates handled."""
+        await self.engine.rebuild()
+        await self.schedule_checks()
+        try:
+            async for update in self.feed:
+                await self.on_update(update)
+        finally:
+            await self.aclose()
+        return self.ticks
+
+    async def on_update(self, update: PriceUpdate) -> None:
+        await self.engine.apply_events()
+        jobs = await self.engine.on_tick(update.price, update.time_ms, update.received_ns)
+        self.ticks += 1
+        record = {"time_ms": update.time_ms, "price": str(update.price), "at": time.time()}
+        await self.redis.set(LAST_TICK_KEY, json.dumps(record))
+        if jobs:
+            log.info("triggers crossed", price=str(update.price), jobs=len(jobs))
+        await self._record_stream_status()
+
+    async def _record_stream_status(self) -> None:
+        status = getattr(self.feed, "status", None)
+        if status is None:
+            return
+        current: StreamStatus = status()
+        state = "connected" if current.connected else "disconnected"
+        payload = {
+            "state": state,
+            "mode": current.mode,
+            "gap_s": current.gap_s,
+            "reconnects": current.reconnects,
+            "last_message_ms": current.last_message_ms,
+        }
+        await self.redis.set(STREAM_STATUS_KEY, json.dumps(payload))
+
+    async def schedule_checks(self) -> int:
+        """Give every active linked account a repeating margin-guard-check job."""
+        account_ids = await asyncio.to_thread(self._active_accounts)
+        for account_id in account_ids:
+            await self.queue.upsertJobScheduler(
+                f"check-account-{account_id}",
+                {"every": CHECK_EVERY_MS},
+                GUARD_CHECK_JOB,
+                GuardCheckJob(account_id=account_id).model_dump(mode="json"),
+                {"removeOnComplete": KEEP_COMPLETED, "removeOnFail": KEEP_FAILED},
+            )
+        log.info("account checks scheduled", accounts=len(account_ids), every_ms=CHECK_EVERY_MS)
+        return len(account_ids)
+
+    def _active_accounts(self) -> list[int]:
+        with self.database.session() as session:
+            return list(
+                session.scalars(
+                    select(ExchangeAccount.id).where(
+                        ExchangeAccount.active.is_(True), ExchangeAccount.exchange != "paper"
+                    )
+                )
+            )
+
+    async def aclose(self) -> None:
+        await self.feed.aclose()
+        await self.queue.close()
+        await self.redis.aclose()
