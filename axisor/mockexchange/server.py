@@ -444,6 +444,10 @@ class MockExchange:
             self.venue.create_account(account_id, balance_sats)
         self._accounts[key] = _Account(account_id, secret, passphrase)
 
+    def account_for_key(self, key: str) -> _Account | None:
+        """Return the account registered under API key ``key``, if any."""
+        return self._accounts.get(key)
+
     def set_price(self, price: Decimal, time_ms: int | None = None) -> None:
         """Move the venue's price (USD per BTC), filling every crossed level."""
         self._venue_routes.set_price(price, time_ms if time_ms is not None else wall_clock_ms())
@@ -648,7 +652,7 @@ async def run_mock_exchange(
     ``port=0`` picks a free ephemeral port. The server stops, and held replies are released,
     when the context exits.
     """
-    _require_loopback(host)
+    require_loopback(host)
     mock = target if isinstance(target, MockExchange) else MockExchange(target)
     config = uvicorn.Config(
         mock.app,
@@ -679,7 +683,7 @@ async def _wait_started(server: uvicorn.Server, task: asyncio.Task) -> int:
     return server.servers[0].sockets[0].getsockname()[1]
 
 
-def _require_loopback(host: str) -> None:
+def require_loopback(host: str) -> None:
     if host in _LOOPBACK_NAMES:
         return
     try:
@@ -690,4 +694,10 @@ def _require_loopback(host: str) -> None:
         raise InvalidConfigError("host", f"{host!r} is not a loopback address. Use 127.0.0.1")
 
 
-__all__ = ["MockError", "MockExchange", "RequestRecord", "run_mock_exchange"]
+__all__ = [
+    "MockError",
+    "MockExchange",
+    "RequestRecord",
+    "require_loopback",
+    "run_mock_exchange",
+]

@@ -54,7 +54,7 @@ from axisor.market.stream import (
     TICKER_TOPIC,
     stream_signature,
 )
-from axisor.mockexchange.server import MockExchange, _require_loopback
+from axisor.mockexchange.server import MockExchange, require_loopback
 
 # websockets (17.x) logs frames at DEBUG, and authenticate frames contain the passphrase.
 WIRE_LOGGER = logging.getLogger("axisor.mockexchange.stream.wire")
@@ -298,7 +298,7 @@ class MockStream:
             raise _RpcError(INVALID_PARAMS, "authenticate takes an object")
         key = str(params.get("key", ""))
         # The registry of API keys belongs to the MockExchange, which the REST routes share.
-        account = self.mock._accounts.get(key)
+        account = self.mock.account_for_key(key)
         if account is None:
             raise _RpcError(AUTHENTICATION_FAILED, "the API key is unknown")
         passphrase = str(params.get("passphrase", ""))
@@ -391,7 +391,7 @@ async def run_mock_stream(
 
     ``port=0`` picks a free ephemeral port. Every connection is closed when the context exits.
     """
-    _require_loopback(host)
+    require_loopback(host)
     stream = target if isinstance(target, MockStream) else MockStream(target)
     async with serve(
         stream._serve_connection,
