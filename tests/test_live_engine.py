@@ -15,12 +15,13 @@ from sqlalchemy import select
 from axisor.accounts import link_account
 from axisor.db.crypto import CredentialCipher, Credentials
 from axisor.db.models import LedgerEntry, Position, User
-from axisor.engine.live import LAST_TICK_KEY, LiveEngine
+from axisor.engine.live import LAST_TICK_KEY, LiveEngine, PrivateStreams
 from axisor.exchange.models import OpenTradeRequest, Side
 from axisor.exchange.paper import PaperVenue
 from axisor.exchange.registry import AccountResolver
 from axisor.guard.store import configure_guard
 from axisor.market.feed import StreamFeed
+from axisor.market.stream import StreamAccount
 from axisor.mockexchange.server import MockExchange, run_mock_exchange
 from axisor.mockexchange.stream import MockStream, run_mock_stream
 from axisor.queue.jobs import GuardCheckJob, job_options
@@ -119,5 +120,51 @@ async def ledger_confirmed(db) -> bool:
         with db.session() as session:
             row = session.scalar(select(LedgerEntry))
             return row is not None and row.state == "confirmed"
+
+    return await asyncio.to_thread(read)
+
+
+async def test_private_liquidation_closes_position(db, redis_url, linked, venue_with_trade):
+    """A liquidation on the private topic closes the position and disarms it at once."""
+    account_id, cipher = linked
+    mock, trade = venue_with_trade
+    stream = MockStream(mock)
+    async with run_mock_exchange(mock) as base_url, run_mock_stream(stream) as ws_url:
+        resolver = AccountResolver(db, cipher, base_url=base_url)
+        redis = Redis.from_url(redis_url)
+        worker = start_worker(WorkerContext(db, resolver, redis, "live-worker"), redis_url)
+        queue = Queue(MARGIN_GUARD_QUEUE, {"connection": redis_url})
+        try:
+            await import_positions(queue, account_id)
+            private = PrivateStreams(ws_url, [StreamAccount(str(account_id), CREDENTIALS)])
+            feed = StreamFeed(ws_url)
+            live = LiveEngine(db, redis_url, feed, private)
+            running = asyncio.create_task(live.run())
+            await feed.client.wait_connected(5)
+            await private.clients[0].wait_connected(5)
+            await wait_for(lambda: armed(live))
+
+            # The venue liquidates the trade without passing the guard's trigger on the stream.
+            mock.venue.set_price(Decimal(50_000), 5_000)
+            stream.publish_trade_events()
+            await wait_for(lambda: position_status(db, "liquidated"))
+            await live.engine.apply_events()
+            disarmed = len(live.engine.index) == 0
+            await feed.aclose()
+            await running
+        finally:
+            await worker.close()
+            await queue.close()
+            await resolver.aclose()
+            await redis.aclose()
+
+    assert disarmed
+    assert [m for m in mock.venue.mutations if m.kind == "add_margin"] == []
+
+
+async def position_status(db, status: str) -> bool:
+    def read() -> bool:
+        with db.session() as session:
+            return session.scalar(select(Position.status)) == status
 
     return await asyncio.to_thread(read)

@@ -45,8 +45,9 @@ def engine_run(settings: Settings, episode: str | None, speed: float | None, net
     upgrade(database)
     redis_url = ensure_redis(settings)
     feed = _replay_feed(episode, speed) if episode else _stream_feed(network)
+    private = None if episode else _private_streams(settings, database, network)
     with contextlib.suppress(KeyboardInterrupt):
-        ticks = asyncio.run(LiveEngine(database, redis_url, feed).run())
+        ticks = asyncio.run(LiveEngine(database, redis_url, feed, private).run())
         click.echo(f"engine stopped after {ticks} price updates", err=True)
 
 
@@ -57,12 +58,38 @@ def _replay_feed(episode: str, speed: float | None):
     return ReplayFeed(Replay.from_episode(episode), speed=speed)
 
 
-def _stream_feed(network: str):
-    from axisor.exchange.lnmarkets.client import LNMarketsClient
-    from axisor.market.feed import StreamFeed
+def _stream_url(network: str) -> str:
     from axisor.market.stream import MAINNET_STREAM_URL, SIGNET_STREAM_URL
 
     default = SIGNET_STREAM_URL if network == "signet" else MAINNET_STREAM_URL
-    url = os.environ.get(STREAM_URL_ENV) or default
+    return os.environ.get(STREAM_URL_ENV) or default
+
+
+def _private_streams(settings: Settings, database, network: str):
+    """Return one private trade stream per active linked LN Markets account."""
+    from sqlalchemy import select
+
+    from axisor.db.crypto import CredentialCipher
+    from axisor.db.models import ExchangeAccount
+    from axisor.engine.live import PrivateStreams
+    from axisor.market.stream import StreamAccount
+
+    cipher = CredentialCipher.from_env(data_dir=settings.data_dir)
+    with database.session() as session:
+        rows = session.execute(
+            select(ExchangeAccount.id, ExchangeAccount.credentials_encrypted).where(
+                ExchangeAccount.active.is_(True),
+                ExchangeAccount.exchange == "lnmarkets",
+                ExchangeAccount.credentials_encrypted.is_not(None),
+            )
+        ).all()
+    accounts = [StreamAccount(str(row.id), cipher.decrypt(row[1])) for row in rows]
+    return PrivateStreams(_stream_url(network), accounts)
+
+
+def _stream_feed(network: str):
+    from axisor.exchange.lnmarkets.client import LNMarketsClient
+    from axisor.market.feed import StreamFeed
+
     public = LNMarketsClient(os.environ.get("AXISOR_LNM_BASE_URL"), None)
-    return StreamFeed(url, poll_ticker=public.get_ticker)
+    return StreamFeed(_stream_url(network), poll_ticker=public.get_ticker)

@@ -19,8 +19,9 @@ from sqlalchemy import select
 from axisor.db.models import ExchangeAccount
 from axisor.db.session import Database
 from axisor.engine.scheduler import Engine
+from axisor.engine.trades import TradeEventSink
 from axisor.market.feed import PriceFeed
-from axisor.market.stream import PriceUpdate, StreamStatus
+from axisor.market.stream import PriceUpdate, StreamAccount, StreamClient, StreamStatus
 from axisor.queue.jobs import KEEP_COMPLETED, KEEP_FAILED, GuardCheckJob
 from axisor.queue.names import GUARD_CHECK_JOB, MARGIN_GUARD_QUEUE
 
@@ -32,21 +33,50 @@ STREAM_STATUS_KEY = "axisor:stream:status"
 CHECK_EVERY_MS = 60_000
 
 
+class PrivateStreams:
+    """One authenticated stream connection per linked account, for its private trade topic."""
+
+    def __init__(self, url: str, accounts: list[StreamAccount]) -> None:
+        self.url = url
+        self.accounts = accounts
+        self.clients: list[StreamClient] = []
+
+    async def start(self, sink: TradeEventSink) -> None:
+        for account in self.accounts:
+            client = StreamClient(self.url, on_trade=sink, account=account)
+            client.start()
+            self.clients.append(client)
+        log.info("private trade streams started", accounts=len(self.accounts))
+
+    async def aclose(self) -> None:
+        for client in self.clients:
+            await client.aclose()
+
+
 class LiveEngine:
     """Runs the engine on a feed until the feed ends or ``stop`` is called."""
 
-    def __init__(self, database: Database, redis_url: str, feed: PriceFeed) -> None:
+    def __init__(
+        self,
+        database: Database,
+        redis_url: str,
+        feed: PriceFeed,
+        private: PrivateStreams | None = None,
+    ) -> None:
         self.database = database
         self.redis = Redis.from_url(redis_url)
         self.queue = Queue(MARGIN_GUARD_QUEUE, {"connection": redis_url})
         self.engine = Engine(database, self.redis, self.queue)
         self.feed = feed
+        self.private = private
         self.ticks = 0
 
     async def run(self) -> int:
         """Consume the feed; return the number of price updates handled."""
         await self.engine.rebuild()
         await self.schedule_checks()
+        if self.private is not None:
+            await self.private.start(TradeEventSink(self.database, self.redis, self.queue))
         try:
             async for update in self.feed:
                 await self.on_update(update)
@@ -104,6 +134,8 @@ class LiveEngine:
             )
 
     async def aclose(self) -> None:
+        if self.private is not None:
+            await self.private.aclose()
         await self.feed.aclose()
         await self.queue.close()
         await self.redis.aclose()

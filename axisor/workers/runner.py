@@ -126,19 +126,23 @@ def start_worker(
     concurrency: int = 5,
     timeout_ms: int = 30_000,
     prefix: str = "bull",
+    lock_duration_ms: int | None = None,
+    stalled_interval_ms: int = 30_000,
 ) -> Worker:
     """Start a BullMQ worker on ``queue``; the caller closes it with ``await worker.close()``.
 
-    The lock lasts twice the job timeout, so a job that is still inside its timeout never loses
-    its lock to the stalled-job check.
+    The lock lasts twice the job timeout unless ``lock_duration_ms`` is given, so a job that is
+    still inside its timeout never loses its lock to the stalled-job check. A worker killed
+    mid-job leaves its job active until the lock expires and another worker's stalled-job check
+    (every ``stalled_interval_ms``) moves it back to wait.
     """
     options = {
         "connection": redis_url,
         "concurrency": concurrency,
         "name": ctx.worker_name,
         "prefix": prefix,
-        "lockDuration": max(30_000, 2 * timeout_ms),
-        "stalledInterval": 30_000,
+        "lockDuration": lock_duration_ms or max(30_000, 2 * timeout_ms),
+        "stalledInterval": stalled_interval_ms,
         "maxStalledCount": 1,
     }
     worker = Worker(queue, make_processor(ctx, timeout_ms), options)
