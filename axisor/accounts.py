@@ -125,7 +125,7 @@ async def test_account(
 ) -> list[CheckResult]:
     """Check connectivity, authentication, balance and running trades, in that order.
 
-    A step that fails says why, and the steps after it are reported as skipped.
+    A failed step reports its reason, and the steps after it are reported as skipped.
     """
     with database.session() as session:
         account = session.get(ExchangeAccount, account_id)

@@ -149,7 +149,7 @@ class ActionLedger:
         margin_after_sats: int | None = None,
         details: dict[str, Any] | None = None,
     ) -> LedgerRecord | None:
-        """Move the row to ``sent`` if nobody moved it since ``record`` was read.
+        """Move the row to ``sent`` unless another attempt moved it since ``record`` was read.
 
         Returns the new snapshot, or None when another attempt claimed it first.
         """

@@ -15,7 +15,7 @@ STREAM_URL_ENV = "AXISOR_LNM_STREAM_URL"
 
 @click.group("engine")
 def engine_group() -> None:
-    """The engine: trigger index and job producer."""
+    """Run the engine: the trigger index that turns prices into Margin Guard jobs."""
 
 
 @engine_group.command("run")

@@ -513,13 +513,16 @@ def doctor_guard_command(settings: Settings, user: str, as_json: bool) -> None:
         async with redis_client(redis_url_of(settings)) as client:
             price = await engine_price(client)
         price = price or await checks.price()
-        return await diagnose_user(
-            database,
-            user,
-            check_credentials=checks.credentials,
-            check_exchange=checks.exchange,
-            price_usd=price,
-        )
+        try:
+            return await diagnose_user(
+                database,
+                user,
+                check_credentials=checks.credentials,
+                check_exchange=checks.exchange,
+                price_usd=price,
+            )
+        finally:
+            await checks.aclose()
 
     with database_of(settings) as database:
         facts, findings = asyncio.run(run(database))
@@ -544,8 +547,12 @@ class AccountChecks:
         if self._resolver is None:
             from axisor.exchange.registry import account_resolver
 
-            self._resolver = account_resolver(self.database)
+            self._resolver = account_resolver(self.database, data_dir=self.settings.data_dir)
         return self._resolver
+
+    async def aclose(self) -> None:
+        if self._resolver is not None:
+            await self._resolver.aclose()
 
     async def credentials(self, account) -> str | None:
         if account.exchange == "paper":
@@ -569,8 +576,6 @@ class AccountChecks:
         try:
             exchange = await self.resolver().for_account(account.id)
             self._last_price = (await exchange.get_ticker()).last_price
-        except ImportError:
-            return "not checked: axisor.exchange.registry.account_resolver is missing"
         except (AxisorError, OSError) as exc:
             return f"{type(exc).__name__}: {exc}"
         return None
@@ -743,7 +748,7 @@ def automations_command(
 def balances_command(settings: Settings, as_json: bool) -> None:
     """Free balance of every active account, read through the exchange resolver."""
     with database_of(settings) as database:
-        rows = asyncio.run(_balances(database))
+        rows = asyncio.run(_balances(database, settings))
     columns = ["account_id", "user_id", "exchange", "free_sats", "note"]
     emit(
         as_json,
@@ -752,10 +757,11 @@ def balances_command(settings: Settings, as_json: bool) -> None:
     )
 
 
-async def _balances(database) -> list[dict]:
+async def _balances(database, settings: Settings) -> list[dict]:
     from sqlalchemy import select
 
     from axisor.db.models import ExchangeAccount
+    from axisor.exchange.registry import account_resolver
 
     with database.session() as session:
         accounts = [
@@ -764,13 +770,11 @@ async def _balances(database) -> list[dict]:
                 select(ExchangeAccount).where(ExchangeAccount.active.is_(True))
             )
         ]
+    resolver = account_resolver(database, data_dir=settings.data_dir)
     try:
-        from axisor.exchange.registry import account_resolver
-    except ImportError:
-        resolver = None
-    else:
-        resolver = account_resolver(database)
-    return [await _balance(resolver, *account) for account in accounts]
+        return [await _balance(resolver, *account) for account in accounts]
+    finally:
+        await resolver.aclose()
 
 
 async def _balance(resolver, account_id: int, user_id: int, exchange: str) -> dict:
@@ -783,11 +787,6 @@ async def _balance(resolver, account_id: int, user_id: int, exchange: str) -> di
         "free_sats": None,
         "note": "",
     }
-    if exchange == "paper":
-        row["note"] = "paper account"
-    if resolver is None:
-        row["note"] = "not read: axisor.exchange.registry.account_resolver is missing"
-        return row
     try:
         balance = await (await resolver.for_account(account_id)).get_balance()
     except NotSupportedError as exc:

@@ -143,26 +143,31 @@ def restart_process() -> None:
 
 
 def build_context(settings: Settings, redis_url: str, name: str):
-    """Build the WorkerContext: database, exchange resolver and Redis."""
+    """Build the WorkerContext: database, LN Markets clients per linked account, and Redis.
+
+    The clients share the Redis rate limiter, and AXISOR_LNM_BASE_URL points them at another
+    host (such as ``axisor mock-exchange``).
+    """
     from redis.asyncio import Redis
 
     from axisor.db.session import Database
+    from axisor.exchange.registry import account_resolver
     from axisor.workers.context import WorkerContext
 
-    try:
-        from axisor.exchange.registry import account_resolver
-    except ImportError as exc:
-        raise click.ClickException(
-            "axisor.exchange.registry.account_resolver is missing, so workers cannot reach "
-            "exchanges; install a version of axisor that provides it"
-        ) from exc
     database = Database(settings.effective_database_url)
     return WorkerContext(
         database=database,
-        exchanges=account_resolver(database),
+        exchanges=account_resolver(database, data_dir=settings.data_dir, redis_url=redis_url),
         redis=Redis.from_url(redis_url),
         worker_name=name,
     )
+
+
+async def close_context(ctx) -> None:
+    """Close the exchange clients, Redis and the database engine of a WorkerContext."""
+    await ctx.exchanges.aclose()
+    await ctx.redis.aclose()
+    ctx.database.dispose()
 
 
 @click.group("worker")
@@ -174,7 +179,11 @@ def worker_group() -> None:
 @click.option("--queue", type=click.Choice(QUEUES), default=MARGIN_GUARD_QUEUE, show_default=True)
 @click.option("--prefix", default="bull", show_default=True, help="BullMQ key prefix.")
 @click.option("--health-host", default="0.0.0.0", show_default=True, help="Address of /health.")
-@click.option("--health-port", type=int, help="Port of /health and /metrics [HEALTH_PORT].")
+@click.option(
+    "--health-port",
+    type=click.IntRange(0, 65_535),
+    help="Port of /health and /metrics; 0 picks a free one [default: HEALTH_PORT].",
+)
 @click.pass_obj
 def run_command(
     settings: Settings, queue: str, prefix: str, health_host: str, health_port: int | None
@@ -186,7 +195,10 @@ def run_command(
     redis_url = ensure_redis(settings)
     name = worker_name()
     target = QueueTarget(queue, prefix)
-    options = ServeOptions(health_host, health_port or settings.health_port)
+    port = settings.health_port if health_port is None else health_port
+    # A worker bound to one address is reached there; a wildcard one under its host name.
+    advertised = None if health_host in ("0.0.0.0", "::") else health_host
+    options = ServeOptions(health_host, port, advertised)
 
     async def main() -> bool:
         ctx = build_context(settings, redis_url, name)
@@ -201,8 +213,7 @@ def run_command(
         try:
             return await serve_worker(worker, redis_url, target, name, options)
         finally:
-            await ctx.redis.aclose()
-            ctx.database.dispose()
+            await close_context(ctx)
 
     if asyncio.run(main()):
         restart_process()

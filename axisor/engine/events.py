@@ -6,8 +6,8 @@ from redis.asyncio import Redis
 
 from axisor.queue.names import POSITION_EVENTS_STREAM
 
-# The stream keeps about this many events; the engine re-reads positions from the database,
-# so an event lost to trimming only delays a re-arm until the next full rebuild.
+# The stream keeps about this many events. The engine re-reads positions from the database, so
+# an event lost to trimming only delays a re-arm until the next full rebuild.
 STREAM_MAX_LEN = 100_000
 
 

@@ -18,7 +18,7 @@ from axisor.exchange.protocol import Exchange
 # Overrides the LN Markets host for every network, e.g. to point workers at a local mock.
 LNM_BASE_URL_ENV = "AXISOR_LNM_BASE_URL"
 
-# What the platform may configure on each venue. LN Markets runs isolated trades with
+# Capabilities of each venue, which decide what the platform may configure there. LN Markets runs isolated trades with
 # exchange-side stops and trailing stops, and cannot reduce an isolated trade partially.
 VENUE_CAPABILITIES: dict[str, Capabilities] = {
     "paper": LN_MARKETS_ISOLATED,

@@ -163,7 +163,7 @@ def new_position(account_id: int, trade: Trade) -> Position:
 
 @dataclass
 class SyncResult:
-    """What one reconciliation of an account changed; ids of positions to re-arm or drop."""
+    """Ids of the positions one reconciliation added, updated, closed or marked invalid."""
 
     added: list[int]
     updated: list[int]
@@ -183,7 +183,7 @@ def sync_account(
 ) -> SyncResult:
     """Reconcile the account's positions with its running trades, in one transaction.
 
-    A trade that no longer runs closes its position (liquidated when the exchange says so),
+    A trade that no longer runs closes its position (liquidated when the exchange reports so),
     and a trade reported with impossible values marks its position invalid; neither sends an
     action.
     """

@@ -1,4 +1,4 @@
-"""What a processor needs: the database, the ledger, exchanges per account and Redis."""
+"""Processor context: the database, the ledger, exchanges per account and Redis."""
 
 from __future__ import annotations
 
