@@ -243,8 +243,9 @@ async def test_candles_reject_other_resolutions(http):
     assert decode_json(response.content)["code"] == "not_supported"
 
 
-async def test_cross_margin_not_modelled(http):
-    assert (await http.get("/v3/futures/cross/position")).status_code == 404
+async def test_cross_position_needs_signature(http):
+    """The cross routes exist and, like every private route, reject an unsigned request."""
+    assert (await http.get("/v3/futures/cross/position")).status_code == 401
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.1", "example.com"])

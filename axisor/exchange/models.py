@@ -50,6 +50,8 @@ class Capabilities:
     isolated: bool = True
     cross: bool = False
     partial_reduce_isolated: bool = False
+    # An opposite market order on the cross margin position reduces it by that quantity.
+    partial_reduce_cross: bool = False
     exchange_stoploss: bool = True
     exchange_takeprofit: bool = True
     trailing_stoploss: bool = False
@@ -145,7 +147,56 @@ class Mutation:
 
     account_id: str
     trade_id: str
-    kind: str  # "open", "close", "add_margin", "cash_in", "stoploss", "takeprofit"
+    # "open", "close", "add_margin", "cash_in", "stoploss", "takeprofit", or for cross margin
+    # "cross_deposit", "cross_withdraw", "cross_leverage", "cross_order"
+    kind: str
     amount_sats: int
     time_ms: int
     details: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CrossPosition:
+    """The cross margin position of an account: one net position built from market orders.
+
+    ``quantity_usd`` is signed: above 0 long, below 0 short, 0 flat (then ``entry_price`` and
+    ``liquidation_price`` are None). ``margin_sats`` is the cross balance: deposits minus
+    withdrawals plus realised P&L minus trading fees. ``initial_margin_sats`` is the part of it
+    the position needs at ``leverage``. ``total_pl_sats`` is the realised P&L since the account
+    opened. The first eight fields match ``axisor.exchange.lnmarkets.parse.CrossPosition``.
+    """
+
+    id: str
+    quantity_usd: int
+    entry_price: Decimal | None
+    leverage: Decimal
+    margin_sats: int
+    maintenance_margin_sats: int
+    liquidation_price: Decimal | None
+    total_pl_sats: int
+    initial_margin_sats: int = 0
+    trading_fees_sats: int = 0
+    updated_ms: int = 0
+
+    @property
+    def side(self) -> Side | None:
+        """The side of the net position, or None when it is flat."""
+        if self.quantity_usd == 0:
+            return None
+        return Side.BUY if self.quantity_usd > 0 else Side.SELL
+
+
+@dataclass(frozen=True, slots=True)
+class CrossOrder:
+    """One filled market order on the cross margin position.
+
+    ``realized_pl_sats`` is the P&L the order realised on the contracts it closed.
+    """
+
+    id: str
+    side: Side
+    quantity_usd: int
+    price: Decimal
+    trading_fee_sats: int
+    realized_pl_sats: int
+    filled_ms: int

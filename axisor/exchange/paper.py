@@ -1,5 +1,7 @@
 """A paper venue that follows LN Markets v3 rules for isolated trades, for tests and simulations.
 
+Cross margin follows the rules of ``axisor.exchange.paper_cross``.
+
 ``PaperVenue`` keeps the current price and many accounts. ``venue.account(account_id)`` returns a
 ``PaperAccount``, which implements the ``Exchange`` protocol for one account.
 
@@ -15,6 +17,7 @@ Rules, with the math of ``axisor.exchange.math``:
   the closing fee at the liquidation price.
 - When one price update crosses several levels of a trade, the liquidation fills first, then the
   stop loss, then the take profit. Stops and take profits fill at the updated tick price.
+  Cross margin liquidations come right after the isolated ones.
 
 Every rejection raises before any state changes.
 """
@@ -30,8 +33,6 @@ from decimal import Decimal
 from fractions import Fraction
 from math import floor
 from typing import TypeVar
-
-from sortedcontainers import SortedKeyList
 
 from axisor.errors import (
     InsufficientFundsError,
@@ -59,6 +60,8 @@ from axisor.exchange.models import (
     Balance,
     Capabilities,
     CloseReason,
+    CrossOrder,
+    CrossPosition,
     Mutation,
     OpenTradeRequest,
     Side,
@@ -67,12 +70,18 @@ from axisor.exchange.models import (
     TradeEvent,
     TradeStatus,
 )
+from axisor.exchange.paper_books import TriggerBook
+from axisor.exchange.paper_cross import CrossMargins
+from axisor.exchange.paper_faults import PaperFaults
+
+__all__ = ["LN_MARKETS_ISOLATED", "PaperAccount", "PaperFaults", "PaperVenue"]
 
 LN_MARKETS_ISOLATED = Capabilities(
     name="paper-lnmarkets",
     isolated=True,
-    cross=False,
+    cross=True,
     partial_reduce_isolated=False,
+    partial_reduce_cross=True,
     exchange_stoploss=True,
     exchange_takeprofit=True,
     trailing_stoploss=True,
@@ -82,83 +91,10 @@ LN_MARKETS_ISOLATED = Capabilities(
     max_quantity_usd=500_000,
 )
 
-# Names accepted by the fault injection: the methods of the Exchange protocol.
-PAPER_METHODS = frozenset(
-    {
-        "get_ticker",
-        "get_balance",
-        "get_running_trades",
-        "get_closed_trades",
-        "open_trade",
-        "close_trade",
-        "add_margin",
-        "cash_in",
-        "set_stoploss",
-        "set_takeprofit",
-    }
-)
-
 # Levels kept in sorted books. Trailing stop losses are kept in PaperVenue._trailing instead.
 _INDEXED_REASONS = (CloseReason.LIQUIDATED, CloseReason.STOPLOSS, CloseReason.TAKEPROFIT)
 
 _Result = TypeVar("_Result")
-
-
-@dataclass
-class PaperFaults:
-    """Faults a PaperVenue injects into its accounts' calls, by method name.
-
-    A name in ``fail_after_apply`` applies the call and then raises StateUnknownError, which
-    simulates a timeout after the venue applied the change. A name in ``fail_before_apply`` raises
-    RetryLaterError without applying. Every call first sleeps ``latency_s`` seconds.
-    """
-
-    fail_after_apply: set[str] = field(default_factory=set)
-    fail_before_apply: set[str] = field(default_factory=set)
-    latency_s: float = 0.0
-    _after_once: set[str] = field(default_factory=set, init=False, repr=False)
-    _before_once: set[str] = field(default_factory=set, init=False, repr=False)
-
-    def fail_after_apply_once(self, method: str) -> None:
-        """Apply the next call of ``method``, then raise StateUnknownError for it."""
-        self._after_once.add(_known_method(method))
-
-    def fail_before_apply_once(self, method: str) -> None:
-        """Raise RetryLaterError for the next call of ``method`` without applying it."""
-        self._before_once.add(_known_method(method))
-
-    def take_after(self, method: str) -> bool:
-        """Return whether this call of ``method`` fails after applying, using up a one-shot."""
-        return _take(self._after_once, method) or method in self.fail_after_apply
-
-    def take_before(self, method: str) -> bool:
-        """Return whether this call of ``method`` fails before applying, using up a one-shot."""
-        return _take(self._before_once, method) or method in self.fail_before_apply
-
-
-class _TriggerBook:
-    """Trigger levels of one kind and side, sorted so a price finds the crossed ones by bisection.
-
-    A book that fires on a rise fills every level at or below the price. The others fill every
-    level at or above it.
-    """
-
-    def __init__(self, fires_on_rise: bool) -> None:
-        self._fires_on_rise = fires_on_rise
-        self._levels: SortedKeyList = SortedKeyList(key=lambda entry: entry[0])
-
-    def add(self, level: Decimal, trade_id: str) -> None:
-        self._levels.add((level, trade_id))
-
-    def discard(self, level: Decimal, trade_id: str) -> None:
-        self._levels.discard((level, trade_id))
-
-    def crossed(self, price: Decimal) -> list[str]:
-        if self._fires_on_rise:
-            entries = self._levels.irange_key(max_key=price)
-        else:
-            entries = self._levels.irange_key(min_key=price)
-        return [trade_id for _, trade_id in entries]
 
 
 @dataclass
@@ -200,12 +136,13 @@ class PaperVenue:
         self._owners: dict[str, str] = {}
         self._trailing: dict[str, _TrailingStop] = {}
         self._books = {
-            (reason, side): _TriggerBook(
+            (reason, side): TriggerBook(
                 fires_on_rise=(side is Side.SELL) != (reason is CloseReason.TAKEPROFIT)
             )
             for reason in _INDEXED_REASONS
             for side in Side
         }
+        self._cross = CrossMargins(fee_tier, self._now_ms, self.capabilities.max_quantity_usd)
 
     @property
     def price(self) -> Decimal | None:
@@ -239,6 +176,7 @@ class PaperVenue:
         self._time_ms = _sats(time_ms, "time_ms", 0)
 
         events = self._fill_crossed(CloseReason.LIQUIDATED, tick_price)
+        events += self._cross.liquidate_crossed(tick_price)
         events += self._fill_crossed(CloseReason.STOPLOSS, tick_price)
         events += self._fill_or_follow_trailing(tick_price)
         events += self._fill_crossed(CloseReason.TAKEPROFIT, tick_price)
@@ -265,11 +203,15 @@ class PaperVenue:
         return Ticker(price, price, price, price, self._now_ms())
 
     def balance(self, account_id: str) -> Balance:
-        """Return the free balance and the total: free plus margin and reserve of running trades."""
+        """Return the free balance and the total.
+
+        The total adds the margin and reserve of running trades and the cross margin balance.
+        """
         account = self._account_state(account_id)
         locked_sats = sum(
             t.margin_sats + t.maintenance_margin_sats for t in account.running.values()
         )
+        locked_sats += self._cross.position(account_id).margin_sats
         return Balance(free_sats=account.free_sats, total_sats=account.free_sats + locked_sats)
 
     def running_trades(self, account_id: str) -> list[Trade]:
@@ -384,6 +326,73 @@ class PaperVenue:
         self._replace(trade, updated)
         self._record(account_id, trade_id, "takeprofit", 0, {"price": level})
         return updated
+
+    # Cross margin
+
+    def cross_position(self, account_id: str) -> CrossPosition:
+        self._account_state(account_id)
+        return self._cross.position(account_id)
+
+    def cross_orders(self, account_id: str, limit: int) -> list[CrossOrder]:
+        """Return up to ``limit`` filled cross orders, the most recent first."""
+        self._account_state(account_id)
+        return self._cross.filled_orders(account_id, _sats(limit, "limit", 0))
+
+    def deposit_cross(self, account_id: str, amount_sats: int) -> CrossPosition:
+        """Move ``amount_sats`` from the free balance to the cross margin balance."""
+        account = self._account_state(account_id)
+        amount = _requested_amount(amount_sats)
+        _require_free_sats(account, amount, "depositing to cross margin")
+        account.free_sats -= amount
+        position = self._cross.deposit(account_id, amount)
+        self._record(account_id, position.id, "cross_deposit", amount, {})
+        return position
+
+    def withdraw_cross(self, account_id: str, amount_sats: int) -> CrossPosition:
+        """Move ``amount_sats`` from the cross margin balance back to the free balance."""
+        account = self._account_state(account_id)
+        amount = _requested_amount(amount_sats)
+        position = self._cross.withdraw(account_id, amount, self._price)
+        account.free_sats += amount
+        self._record(account_id, position.id, "cross_withdraw", amount, {})
+        return position
+
+    def set_cross_leverage(self, account_id: str, leverage: Decimal) -> CrossPosition:
+        self._account_state(account_id)
+        position = self._cross.set_leverage(account_id, leverage, self._price)
+        self._record(account_id, position.id, "cross_leverage", 0, {"leverage": leverage})
+        return position
+
+    def open_cross_order(
+        self, account_id: str, side: Side, quantity_usd: int, price: Decimal | None = None
+    ) -> CrossOrder:
+        """Fill a market order on the cross margin position; limit orders are not supported."""
+        self._account_state(account_id)
+        if price is not None:
+            raise NotSupportedError(
+                "the paper venue fills market orders only. Send the order with price=None"
+            )
+        with _rejecting_invalid_input():
+            side = Side(side)
+        fill = self._cross.order(account_id, side, quantity_usd, self._require_price())
+        self._record_cross_fill(account_id, fill)
+        return fill
+
+    def close_cross_position(self, account_id: str) -> CrossOrder:
+        self._account_state(account_id)
+        fill = self._cross.close(account_id, self._require_price())
+        self._record_cross_fill(account_id, fill)
+        return fill
+
+    def _record_cross_fill(self, account_id: str, fill: CrossOrder) -> None:
+        details = {
+            "side": fill.side.value,
+            "quantity_usd": fill.quantity_usd,
+            "price": fill.price,
+            "trading_fee_sats": fill.trading_fee_sats,
+        }
+        position_id = self._cross.position(account_id).id
+        self._record(account_id, position_id, "cross_order", fill.realized_pl_sats, details)
 
     # Internals
 
@@ -593,6 +602,53 @@ class PaperAccount:
             "set_takeprofit", lambda: venue.set_takeprofit(self.account_id, trade_id, price)
         )
 
+    # Cross margin
+
+    async def get_cross_position(self) -> CrossPosition:
+        venue = self._venue
+        return await venue.run_with_faults(
+            "get_cross_position", lambda: venue.cross_position(self.account_id)
+        )
+
+    async def get_cross_orders(self, limit: int = 100) -> list[CrossOrder]:
+        venue = self._venue
+        return await venue.run_with_faults(
+            "get_cross_orders", lambda: venue.cross_orders(self.account_id, limit)
+        )
+
+    async def open_cross_order(
+        self, side: Side, quantity_usd: int, price: Decimal | None = None
+    ) -> CrossOrder:
+        venue = self._venue
+        return await venue.run_with_faults(
+            "open_cross_order",
+            lambda: venue.open_cross_order(self.account_id, side, quantity_usd, price),
+        )
+
+    async def close_cross_position(self) -> CrossOrder:
+        venue = self._venue
+        return await venue.run_with_faults(
+            "close_cross_position", lambda: venue.close_cross_position(self.account_id)
+        )
+
+    async def deposit_cross(self, amount_sats: int) -> CrossPosition:
+        venue = self._venue
+        return await venue.run_with_faults(
+            "deposit_cross", lambda: venue.deposit_cross(self.account_id, amount_sats)
+        )
+
+    async def withdraw_cross(self, amount_sats: int) -> CrossPosition:
+        venue = self._venue
+        return await venue.run_with_faults(
+            "withdraw_cross", lambda: venue.withdraw_cross(self.account_id, amount_sats)
+        )
+
+    async def set_cross_leverage(self, leverage: Decimal) -> CrossPosition:
+        venue = self._venue
+        return await venue.run_with_faults(
+            "set_cross_leverage", lambda: venue.set_cross_leverage(self.account_id, leverage)
+        )
+
 
 def _with_position(trade: Trade, entry_price: Decimal, margin_sats: int) -> Trade:
     """Return ``trade`` with a new entry price and margin, and the leverage and liquidation."""
@@ -708,21 +764,6 @@ def _sats(value: int, field_name: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise InvalidConfigError(field_name, f"{value!r} is not an int of at least {minimum}")
     return value
-
-
-def _known_method(method: str) -> str:
-    if method not in PAPER_METHODS:
-        raise InvalidConfigError(
-            "method", f"{method!r} is not an Exchange method. Pass one of {sorted(PAPER_METHODS)}"
-        )
-    return method
-
-
-def _take(one_shots: set[str], method: str) -> bool:
-    if method in one_shots:
-        one_shots.discard(method)
-        return True
-    return False
 
 
 @contextmanager

@@ -7,9 +7,17 @@ changes state raises ``StateUnknownError`` when the venue may have applied it wi
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from axisor.exchange.models import Balance, Capabilities, OpenTradeRequest, Ticker, Trade
+from axisor.exchange.models import (
+    Balance,
+    Capabilities,
+    CrossPosition,
+    OpenTradeRequest,
+    Side,
+    Ticker,
+    Trade,
+)
 
 
 @runtime_checkable
@@ -39,6 +47,24 @@ class Exchange(Protocol):
     ) -> Trade: ...
 
     async def set_takeprofit(self, trade_id: str, price: Decimal | None) -> Trade: ...
+
+
+@runtime_checkable
+class CrossExchange(Protocol):
+    """The cross margin position of one account, on a venue whose capabilities declare ``cross``.
+
+    Optional: a venue implements it next to ``Exchange``. ``get_cross_position`` returns a value
+    with the fields of ``CrossPosition`` (the LN Markets client returns its parsed equivalent).
+    The order methods return the venue's record of the filled order.
+    """
+
+    async def get_cross_position(self) -> CrossPosition: ...
+
+    async def open_cross_order(
+        self, side: Side, quantity_usd: int, price: Decimal | None = None
+    ) -> Any: ...
+
+    async def close_cross_position(self) -> Any: ...
 
 
 async def find_running_trade(exchange: Exchange, trade_id: str) -> Trade | None:

@@ -9,7 +9,11 @@ from axisor.db.crypto import CredentialCipher
 from axisor.db.models import ExchangeAccount
 from axisor.db.session import Database
 from axisor.errors import AuthenticationError, InvalidConfigError, NotSupportedError
-from axisor.exchange.lnmarkets.client import LNMarketsClient, base_url_for
+from axisor.exchange.lnmarkets.client import (
+    LNMARKETS_CAPABILITIES,
+    LNMarketsClient,
+    base_url_for,
+)
 from axisor.exchange.lnmarkets.ratelimit import RateLimiter
 from axisor.exchange.models import Capabilities
 from axisor.exchange.paper import LN_MARKETS_ISOLATED, PaperVenue
@@ -18,19 +22,12 @@ from axisor.exchange.protocol import Exchange
 # Overrides the LN Markets host for every network, e.g. to point workers at a local mock.
 LNM_BASE_URL_ENV = "AXISOR_LNM_BASE_URL"
 
-# Capabilities of each venue, which decide what the platform may configure there. LN Markets runs isolated trades with
-# exchange-side stops and trailing stops, and cannot reduce an isolated trade partially.
+# Capabilities of each venue, which decide what the platform may configure there. LN Markets
+# runs isolated trades with exchange-side stops and trailing stops, cannot reduce an isolated
+# trade partially, and reduces its cross position with an opposite order.
 VENUE_CAPABILITIES: dict[str, Capabilities] = {
     "paper": LN_MARKETS_ISOLATED,
-    "lnmarkets": Capabilities(
-        name="lnmarkets",
-        isolated=True,
-        cross=True,
-        partial_reduce_isolated=False,
-        exchange_stoploss=True,
-        exchange_takeprofit=True,
-        trailing_stoploss=True,
-    ),
+    "lnmarkets": LNMARKETS_CAPABILITIES,
 }
 
 

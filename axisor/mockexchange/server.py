@@ -1,6 +1,7 @@
 """A mock LN Markets v3 REST server on loopback, backed by one ``PaperVenue``.
 
-It serves the isolated-trade, account, ticker, candle and time routes under ``/v3``, checks
+It serves the isolated-trade, cross margin, account, ticker, candle and time routes under
+``/v3``, checks
 each signature exactly as ``axisor.exchange.lnmarkets.signing`` makes it, and rejects a
 timestamp more than ``timestamp_window_ms`` away from its clock with HTTP 401 and the code
 ``timestamp_out_of_window``. Errors are JSON objects with ``code`` and ``message``.
@@ -10,8 +11,8 @@ Routes under ``/_mock`` drive it without authentication: ``POST /_mock/accounts`
 ``GET /_mock/requests``. ``MockExchange.requests`` records every v3 request with its arrival
 and reply times (``time.monotonic``), its account and its status.
 
-Not modelled: cross margin routes (404), limit orders (the paper venue fills market orders
-only), funding fees, pagination cursors, and candle resolutions other than 1m.
+Not modelled: limit orders (the paper venue fills market orders only), funding fees, cross
+margin transfers history, pagination cursors, and candle resolutions other than 1m.
 """
 
 from __future__ import annotations
@@ -60,7 +61,14 @@ from axisor.exchange.lnmarkets.signing import (
     signed_params,
     verify,
 )
-from axisor.exchange.models import OpenTradeRequest, Side, Trade, TradeStatus
+from axisor.exchange.models import (
+    CrossOrder,
+    CrossPosition,
+    OpenTradeRequest,
+    Side,
+    Trade,
+    TradeStatus,
+)
 from axisor.exchange.paper import PaperVenue
 from axisor.mockexchange.faults import MockFaults
 
@@ -171,6 +179,20 @@ class VenueRoutes:
             ("DELETE", f"{isolated}/trade/stoploss", self.delete_stoploss, "change"),
             ("PUT", f"{isolated}/trade/takeprofit", self.put_takeprofit, "change"),
             ("DELETE", f"{isolated}/trade/takeprofit", self.delete_takeprofit, "change"),
+            *self._cross_table(),
+        ]
+
+    def _cross_table(self) -> list[tuple[str, str, Callable[[VenueCall], Awaitable[Any]], str]]:
+        cross = "/futures/cross"
+        return [
+            ("GET", f"{cross}/position", self.cross_position, "read"),
+            ("GET", f"{cross}/orders/open", self.open_orders, "read"),
+            ("GET", f"{cross}/orders/filled", self.cross_filled, "read"),
+            ("POST", f"{cross}/order", self.cross_order, "change"),
+            ("POST", f"{cross}/position/close", self.cross_close, "change"),
+            ("POST", f"{cross}/deposit", self.cross_deposit, "change"),
+            ("POST", f"{cross}/withdraw", self.cross_withdraw, "change"),
+            ("PUT", f"{cross}/leverage", self.cross_leverage, "change"),
         ]
 
     def call(self, account_id: str | None, request: Request, body: bytes) -> VenueCall:
@@ -298,6 +320,63 @@ class VenueRoutes:
     async def delete_takeprofit(self, call: VenueCall) -> Any:
         return await self._set_takeprofit(call.account_id, call.query.get("id", ""), None)
 
+    # Cross margin
+
+    async def cross_position(self, call: VenueCall) -> Any:
+        position = await self._venue.run_with_faults(
+            "get_cross_position", lambda: self._venue.cross_position(call.account_id)
+        )
+        return cross_position_json(position)
+
+    async def cross_filled(self, call: VenueCall) -> Any:
+        limit = int(call.query.get("limit", "1000"))
+        fills = await self._venue.run_with_faults(
+            "get_cross_orders", lambda: self._venue.cross_orders(call.account_id, limit)
+        )
+        return {"data": [cross_order_json(fill) for fill in fills], "nextCursor": None}
+
+    async def cross_order(self, call: VenueCall) -> Any:
+        data = call.json()
+        order_type = field_value(data, "type")
+        if order_type not in ("market", "limit"):
+            raise InvalidExchangeDataError(f"type {order_type!r} is not 'market' or 'limit'")
+        side = Side.parse(field_value(data, "side"))
+        quantity_usd = sats_field(data, "quantity")
+        price = decimal_field(data, "price", None)
+        fill = await self._venue.run_with_faults(
+            "open_cross_order",
+            lambda: self._venue.open_cross_order(call.account_id, side, quantity_usd, price),
+        )
+        return cross_order_json(fill, field_value(data, "client_id", None))
+
+    async def cross_close(self, call: VenueCall) -> Any:
+        fill = await self._venue.run_with_faults(
+            "close_cross_position", lambda: self._venue.close_cross_position(call.account_id)
+        )
+        return cross_order_json(fill)
+
+    async def cross_deposit(self, call: VenueCall) -> Any:
+        return await self._cross_transfer("deposit_cross", call)
+
+    async def cross_withdraw(self, call: VenueCall) -> Any:
+        return await self._cross_transfer("withdraw_cross", call)
+
+    async def cross_leverage(self, call: VenueCall) -> Any:
+        leverage = decimal_field(call.json(), "leverage")
+        position = await self._venue.run_with_faults(
+            "set_cross_leverage",
+            lambda: self._venue.set_cross_leverage(call.account_id, leverage),
+        )
+        return cross_position_json(position)
+
+    async def _cross_transfer(self, method: str, call: VenueCall) -> Any:
+        amount_sats = sats_field(call.json(), "amount")
+        operation = getattr(self._venue, method)
+        position = await self._venue.run_with_faults(
+            method, lambda: operation(call.account_id, amount_sats)
+        )
+        return cross_position_json(position)
+
     async def _amount_change(self, method: str, call: VenueCall) -> Any:
         data = call.json()
         trade_id = str(field_value(data, "id"))
@@ -378,6 +457,49 @@ def trade_json(trade: Trade) -> dict[str, Any]:
         "filledAt": iso_time(trade.created_ms),
         "closedAt": closed_at,
         "closeReason": trade.close_reason.value if trade.close_reason else None,
+    }
+
+
+def cross_position_json(position: CrossPosition) -> dict[str, Any]:
+    """Serialise a cross margin position with the v3 field names, ``quantity`` signed.
+
+    The fields are those of the FuturesCrossPosition model of lnmarkets-sdk 0.0.19 that the paper
+    venue tracks. ``margin`` is the cross balance and ``totalPl`` the realised P&L.
+    ``runningMargin`` and ``deltaPl`` are left out because that model names them without saying
+    what they contain.
+    """
+    return {
+        "id": position.id,
+        "quantity": position.quantity_usd,
+        "entryPrice": position.entry_price,
+        "leverage": position.leverage,
+        "margin": position.margin_sats,
+        "initialMargin": position.initial_margin_sats,
+        "maintenanceMargin": position.maintenance_margin_sats,
+        "liquidation": position.liquidation_price,
+        "totalPl": position.total_pl_sats,
+        "tradingFees": position.trading_fees_sats,
+        "fundingFees": 0,
+        "updatedAt": iso_time(position.updated_ms),
+    }
+
+
+def cross_order_json(fill: CrossOrder, client_id: str | None = None) -> dict[str, Any]:
+    """Serialise a filled cross margin market order as the v3 filled-order model does."""
+    filled_at = iso_time(fill.filled_ms)
+    return {
+        "id": fill.id,
+        "type": "market",
+        "side": fill.side.value,
+        "quantity": fill.quantity_usd,
+        "price": fill.price,
+        "tradingFee": fill.trading_fee_sats,
+        "open": False,
+        "filled": True,
+        "canceled": False,
+        "createdAt": filled_at,
+        "filledAt": filled_at,
+        "clientId": client_id,
     }
 
 

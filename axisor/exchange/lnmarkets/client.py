@@ -78,6 +78,7 @@ LNMARKETS_CAPABILITIES = Capabilities(
     isolated=True,
     cross=True,
     partial_reduce_isolated=False,
+    partial_reduce_cross=True,
     exchange_stoploss=True,
     exchange_takeprofit=True,
     trailing_stoploss=True,
