@@ -173,7 +173,7 @@ def failed_command(settings: Settings, queue: str, prefix: str, as_json: bool, l
         [
             j.id,
             j.name,
-            j.reason,
+            _first_line(j.reason),
             f"{j.attempts_made}/{j.attempts}",
             json.dumps(j.data, default=str)[:80],
         ]
@@ -186,6 +186,11 @@ def failed_command(settings: Settings, queue: str, prefix: str, as_json: bool, l
             f"Failed jobs in {queue}", ["id", "name", "reason", "attempts", "data"], rows
         ),
     )
+
+
+def _first_line(text: str | None) -> str | None:
+    """Return the first line of a failure reason; --json prints the whole reason."""
+    return text.splitlines()[0] if text else text
 
 
 def _grace_options(function):
@@ -512,7 +517,7 @@ def doctor_guard_command(settings: Settings, user: str, as_json: bool) -> None:
         checks = AccountChecks(settings, database)
         async with redis_client(redis_url_of(settings)) as client:
             price = await engine_price(client)
-        price = price or await checks.price()
+        price = price or await ticker_price()
         try:
             return await diagnose_user(
                 database,
@@ -541,7 +546,6 @@ class AccountChecks:
         self.settings = settings
         self.database = database
         self._resolver = None
-        self._last_price = None
 
     def resolver(self):
         if self._resolver is None:
@@ -575,13 +579,26 @@ class AccountChecks:
 
         try:
             exchange = await self.resolver().for_account(account.id)
-            self._last_price = (await exchange.get_ticker()).last_price
+            await exchange.get_ticker()
         except (AxisorError, OSError) as exc:
             return f"{type(exc).__name__}: {exc}"
         return None
 
-    async def price(self):
-        return self._last_price
+
+async def ticker_price():
+    """Return the last BTC price in USD from the public LN Markets ticker, or None when the
+    request fails. AXISOR_LNM_BASE_URL replaces the mainnet host, as it does for workers."""
+    import os
+
+    from axisor.errors import AxisorError
+    from axisor.exchange.lnmarkets.client import LNMarketsClient
+    from axisor.exchange.registry import LNM_BASE_URL_ENV
+
+    try:
+        async with LNMarketsClient(os.environ.get(LNM_BASE_URL_ENV), None) as client:
+            return (await client.get_ticker()).last_price
+    except (AxisorError, OSError):
+        return None
 
 
 # jobs

@@ -189,7 +189,7 @@ def advise(stats: QueueStats, worker_count: int) -> list[str]:
     finished = stats.completed_per_min + stats.failed_per_min
     if stats.failed_per_min and stats.failed_per_min >= FAILED_SHARE_HIGH * finished:
         advice.append(
-            f"{stats.failed_per_min}/min of {finished}/min finished jobs fail: "
+            f"{stats.failed_per_min:.1f}/min of {finished:.1f}/min finished jobs fail: "
             "read axisor queue failed"
         )
     if counts["delayed"] >= DELAYED_HIGH:
