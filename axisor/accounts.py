@@ -38,6 +38,7 @@ def link_account(
 ) -> int:
     """Store LN Markets credentials for the user (created if new); return the account id."""
     _check_credentials(credentials)
+    _check_not_linked(database, cipher, credentials)
     token = cipher.encrypt(
         {
             "key": credentials.key,
@@ -70,6 +71,27 @@ def _check_credentials(credentials: Credentials) -> None:
         raise InvalidConfigError(
             "network", f"unknown network {credentials.network!r}; use one of: {', '.join(NETWORKS)}"
         )
+
+
+def _check_not_linked(
+    database: Database, cipher: CredentialCipher, credentials: Credentials
+) -> None:
+    """Reject a key already linked: two accounts on one key would guard the same trades twice."""
+    with database.session() as session:
+        rows = session.execute(
+            select(ExchangeAccount.id, ExchangeAccount.credentials_encrypted).where(
+                ExchangeAccount.exchange == "lnmarkets",
+                ExchangeAccount.credentials_encrypted.is_not(None),
+            )
+        ).all()
+    for account_id, token in rows:
+        stored = cipher.decrypt(token)
+        if stored.key == credentials.key and stored.network == credentials.network:
+            raise InvalidConfigError(
+                "key",
+                f"this API key is already linked as account {account_id}; remove that account "
+                "first to link it again",
+            )
 
 
 def list_accounts(database: Database, cipher: CredentialCipher) -> list[AccountRow]:

@@ -169,3 +169,23 @@ def test_cli_add_list_remove(tmp_path, monkeypatch):
     removed = runner.invoke(main, ["accounts", "remove", str(rows[0]["id"]), "--yes"])
     assert removed.exit_code == 0, removed.output
     assert json.loads(runner.invoke(main, ["accounts", "list", "--json"]).output) == []
+
+
+def test_link_same_key_twice_rejected(db, cipher):
+    """A key already linked cannot be linked again, even for another user."""
+    link_account(db, cipher, email="a@example.test", credentials=credentials())
+    with pytest.raises(InvalidConfigError) as error:
+        link_account(db, cipher, email="b@example.test", credentials=credentials())
+    assert error.value.field == "key"
+    assert "already linked as account" in str(error.value)
+
+
+@pytest.mark.parametrize("value", ["notaurl", "ftp://127.0.0.1:1", "http://"])
+def test_base_url_env_checked(monkeypatch, value):
+    """AXISOR_LNM_BASE_URL must be an http(s) URL with a host; the error names the variable."""
+    from axisor.exchange.registry import lnm_base_url_from_env
+
+    monkeypatch.setenv("AXISOR_LNM_BASE_URL", value)
+    with pytest.raises(InvalidConfigError) as error:
+        lnm_base_url_from_env()
+    assert error.value.field == "AXISOR_LNM_BASE_URL"

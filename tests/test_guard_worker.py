@@ -428,6 +428,7 @@ async def test_insufficient_funds_pauses(world):
     position = world.position(position_id)
     assert position.guard_paused_reason is not None
     assert "balance" in position.guard_paused_reason
+    assert position.guard_actions == 0
     assert [e.status for e in world.trade_log()] == ["failed"]
 
     check = await world.check()

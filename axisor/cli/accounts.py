@@ -87,12 +87,10 @@ def _as_dict(row) -> dict:
 @click.pass_obj
 def accounts_test(settings: Settings, account_id: int, as_json: bool) -> None:
     """Check connectivity, authentication, balance and running trades of one account."""
-    import os
-
     from axisor.accounts import test_account
-    from axisor.exchange.registry import LNM_BASE_URL_ENV
+    from axisor.exchange.registry import lnm_base_url_from_env
 
-    base_url = os.environ.get(LNM_BASE_URL_ENV)
+    base_url = lnm_base_url_from_env()
     results = asyncio.run(
         test_account(_database(settings), _cipher(settings), account_id, base_url)
     )

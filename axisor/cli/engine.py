@@ -89,7 +89,8 @@ def _private_streams(settings: Settings, database, network: str):
 
 def _stream_feed(network: str):
     from axisor.exchange.lnmarkets.client import LNMarketsClient
+    from axisor.exchange.registry import lnm_base_url_from_env
     from axisor.market.feed import StreamFeed
 
-    public = LNMarketsClient(os.environ.get("AXISOR_LNM_BASE_URL"), None)
+    public = LNMarketsClient(lnm_base_url_from_env(), None)
     return StreamFeed(_stream_url(network), poll_ticker=public.get_ticker)

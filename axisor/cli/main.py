@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 
 import click
+import redis.exceptions
+import sqlalchemy.exc
 
 from axisor import __version__
 from axisor.cli.accounts import accounts_group
@@ -27,6 +29,20 @@ class AxisorGroup(click.Group):
             return super().invoke(ctx)
         except AxisorError as exc:
             click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except redis.exceptions.ConnectionError as exc:
+            click.echo(
+                f"error: REDIS_URL: cannot connect to Redis ({exc}); start Redis, or unset "
+                "REDIS_URL to let Axisor start its own",
+                err=True,
+            )
+            sys.exit(2)
+        except sqlalchemy.exc.OperationalError as exc:
+            click.echo(
+                f"error: DATABASE_URL: the database failed ({exc.orig}); check that it is "
+                "running, then run `axisor db upgrade`",
+                err=True,
+            )
             sys.exit(2)
 
 

@@ -86,9 +86,11 @@ def redis_url_of(settings: Settings) -> str:
 
 @contextmanager
 def database_of(settings: Settings):
+    from axisor.db.migrate import upgrade
     from axisor.db.session import Database
 
     database = Database(settings.effective_database_url)
+    upgrade(database)
     try:
         yield database
     finally:
@@ -588,14 +590,12 @@ class AccountChecks:
 async def ticker_price():
     """Return the last BTC price in USD from the public LN Markets ticker, or None when the
     request fails. AXISOR_LNM_BASE_URL replaces the mainnet host, as it does for workers."""
-    import os
-
     from axisor.errors import AxisorError
     from axisor.exchange.lnmarkets.client import LNMarketsClient
-    from axisor.exchange.registry import LNM_BASE_URL_ENV
+    from axisor.exchange.registry import lnm_base_url_from_env
 
     try:
-        async with LNMarketsClient(os.environ.get(LNM_BASE_URL_ENV), None) as client:
+        async with LNMarketsClient(lnm_base_url_from_env(), None) as client:
             return (await client.get_ticker()).last_price
     except (AxisorError, OSError):
         return None

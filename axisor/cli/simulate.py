@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import pathlib
 import sys
@@ -15,6 +16,9 @@ from rich.table import Table
 from axisor.config import Settings
 from axisor.errors import InvalidConfigError
 from axisor.market.replay import Replay
+
+# Run locks stay open until the process exits.
+_RUN_LOCKS: list = []
 
 
 @click.command("simulate")
@@ -65,6 +69,12 @@ from axisor.market.replay import Replay
     "LN Markets client and a local mock of the LN Markets API on 127.0.0.1.",
 )
 @click.option(
+    "--automations",
+    is_flag=True,
+    help="Also run a mix of take profits, stop losses and auto entries drawn from the seed, "
+    "on a second linked account per chosen user, and count them in the summary.",
+)
+@click.option(
     "--concurrency",
     type=click.IntRange(1, 1000),
     help="Jobs each worker runs at once [default: WORKER_CONCURRENCY].",
@@ -80,6 +90,7 @@ def simulate_command(
     report,
     database_url,
     exchange,
+    automations,
     concurrency,
 ) -> None:
     """Replay real BTC prices over generated positions, with the guard on and off."""
@@ -89,6 +100,8 @@ def simulate_command(
 
     replay, name = _load_replay(episode, prices)
     label = f"{name}-seed{seed}" + ("" if exchange == "paper" else f"-{exchange}")
+    label += "-automations" if automations else ""
+    _lock_run(settings, label)
     database_url = database_url or _fresh_sqlite(settings, label)
     report_path = report or settings.data_dir / "reports" / f"simulate-{label}.html"
     redis_url = ensure_redis(settings)
@@ -109,6 +122,7 @@ def simulate_command(
                 timeout_ms=settings.worker_timeout_ms,
                 progress=lambda done, total: progress.update(task, completed=done),
                 exchange=exchange,
+                automations=automations,
             )
         )
     summary = {**result.summary, "report": str(report_path), "log": str(log_path)}
@@ -144,6 +158,24 @@ def _log_to_file(settings: Settings, label: str) -> pathlib.Path:
     handle = path.open("w", encoding="utf-8")  # noqa: SIM115
     configure_logging(settings.log_format, settings.log_level, file=handle)
     return path
+
+
+def _lock_run(settings: Settings, label: str) -> None:
+    """Hold a lock on the run's label for the life of the process, so two runs of the same
+    episode and seed cannot share one database file and one report."""
+    path = settings.data_dir / "simulations" / f"{label}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = path.open("w")  # noqa: SIM115
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise InvalidConfigError(
+            "--seed",
+            f"another `axisor simulate` run of {label} is using {path.parent}; wait for it to "
+            "finish, or pick another --seed or AXISOR_DATA_DIR",
+        ) from None
+    _RUN_LOCKS.append(handle)
 
 
 def _fresh_sqlite(settings: Settings, label: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from urllib.parse import urlsplit
 
 from axisor.db.crypto import CredentialCipher
 from axisor.db.models import ExchangeAccount
@@ -46,6 +47,21 @@ class PaperResolver:
         return self.venue.account(str(account_id))
 
 
+def lnm_base_url_from_env() -> str | None:
+    """Return AXISOR_LNM_BASE_URL when set, after checking that it is an http(s) URL."""
+    value = os.environ.get(LNM_BASE_URL_ENV, "").strip()
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidConfigError(
+            LNM_BASE_URL_ENV,
+            f"{value!r} is not an http(s) URL; use e.g. http://127.0.0.1:8765, or unset it "
+            "to reach LN Markets itself",
+        )
+    return value.rstrip("/")
+
+
 class AccountResolver:
     """Builds one LN Markets client per linked account from its encrypted credentials.
 
@@ -64,7 +80,7 @@ class AccountResolver:
         self.database = database
         self.cipher = cipher
         self.limiter = limiter
-        self.base_url = base_url or os.environ.get(LNM_BASE_URL_ENV) or None
+        self.base_url = base_url or lnm_base_url_from_env()
         self._clients: dict[int, LNMarketsClient] = {}
 
     async def for_account(self, account_id: int) -> Exchange:

@@ -360,14 +360,16 @@ class PositionStore:
         """Count a failed attempt, re-arm with a new version, and log it for the user.
 
         With ``pause`` the guard stays idle on this position until the next account check,
-        because acting again at once could not succeed (no sats to add).
+        because acting again at once could not succeed (no sats to add). Such an attempt sent
+        nothing, so it does not count toward ``max_actions``.
         """
         with self.database.session() as session:
             position = session.get(Position, position_id)
             increment(position, "guard_version", 1)
-            increment(position, "guard_actions", 1)
             if pause:
                 position.guard_paused_reason = error
+            else:
+                increment(position, "guard_actions", 1)
             log_trade_action(
                 session,
                 user_id=session.get(ExchangeAccount, position.account_id).user_id,
