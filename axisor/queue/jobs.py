@@ -47,6 +47,38 @@ class GuardActionJob(BaseModel):
         return f"guard:{self.position_id}:{self.version}:{self.action}"
 
 
+class AutomationJob(BaseModel):
+    """Carry out one arming of one automation: place its stop, close, cash in or open a trade.
+
+    ``action`` is ``place_stoploss``, ``close``, ``cash_in`` or ``open``. A placement is queued
+    when the stop is armed, without a tick, so its tick fields are None.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    automation_id: int = Field(ge=1)
+    account_id: int = Field(ge=1)
+    version: int = Field(ge=1)
+    action: str
+    trigger_price: Decimal | None = None
+    tick_price: Decimal | None = None
+    tick_time_ms: int | None = None
+    tick_received_ns: int | None = None  # wall clock, epoch ns, when the engine received the tick
+
+    @property
+    def job_id(self) -> str:
+        return automation_job_id(self.automation_id, self.version)
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"auto:{self.automation_id}:{self.version}:{self.action}"
+
+
+def automation_job_id(automation_id: int, version: int) -> str:
+    """Return the job id of one arming of an automation: an arming fires at most one job."""
+    return f"auto-{automation_id}-v{version}"
+
+
 def guard_action_job_id(position_id: int, version: int) -> str:
     """Return the job id of a position's action at one trigger version: the same crossing twice
     gives the same id, so BullMQ keeps one job for it."""

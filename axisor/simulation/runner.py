@@ -12,6 +12,7 @@ import contextlib
 import secrets
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -20,6 +21,8 @@ from bullmq import Queue
 from redis.asyncio import Redis
 from sqlalchemy import select
 
+from axisor.automations.engine import AutomationEngine, automation_events_stream
+from axisor.automations.store import create_automation, trade_closed
 from axisor.db.crypto import Credentials
 from axisor.db.models import ExchangeAccount, MarginGuardConfig, Position, PositionStatus, User
 from axisor.db.session import Database
@@ -27,7 +30,7 @@ from axisor.engine.scheduler import Engine
 from axisor.errors import InvalidConfigError
 from axisor.exchange import math as lnm
 from axisor.exchange.lnmarkets.client import LNMarketsClient
-from axisor.exchange.models import CloseReason, TradeEvent
+from axisor.exchange.models import CloseReason, OpenTradeRequest, TradeEvent
 from axisor.exchange.paper import PaperVenue
 from axisor.exchange.protocol import Exchange
 from axisor.exchange.registry import PaperResolver
@@ -35,10 +38,11 @@ from axisor.guard.policy import is_crossed
 from axisor.guard.positions import PositionStore
 from axisor.market.replay import Tick
 from axisor.mockexchange.server import MockExchange, run_mock_exchange
+from axisor.plans import PlanLimitError
 from axisor.queue.jobs import GuardCheckJob, guard_check_job_id, job_options
-from axisor.queue.names import GUARD_CHECK_JOB, MARGIN_GUARD_QUEUE
+from axisor.queue.names import AUTOMATION_QUEUE, GUARD_CHECK_JOB, MARGIN_GUARD_QUEUE
 from axisor.simulation.baseline import open_request
-from axisor.simulation.scenario import Scenario
+from axisor.simulation.scenario import PlannedAutomation, Scenario
 from axisor.workers.context import WorkerContext
 from axisor.workers.runner import start_worker, worker_name
 
@@ -62,6 +66,18 @@ class Liquidation:
 
 
 @dataclass
+class AutomationOutcome:
+    """Results of the automation mix. Its trades live on a second linked account per user, so
+    they never share a balance with the guarded positions."""
+
+    account_ids: dict[int, int] = field(default_factory=dict)  # scenario account → account id
+    automation_ids: dict[int, int] = field(default_factory=dict)  # planned index → id
+    rejected: dict[int, str] = field(default_factory=dict)  # planned index → plan limit
+    venue_fills: Counter = field(default_factory=Counter)  # close reason → fills
+    jobs_queued: Counter = field(default_factory=Counter)  # automation type → jobs
+
+
+@dataclass
 class GuardedRun:
     """What the guarded replay produced, for the summary and the report."""
 
@@ -74,6 +90,7 @@ class GuardedRun:
     fired_positions: set[int] = field(default_factory=set)
     jobs_queued: int = 0
     elapsed_s: float = 0.0
+    automations: AutomationOutcome | None = None
 
 
 class GuardedReplay:
@@ -91,6 +108,7 @@ class GuardedReplay:
         timeout_ms: int = 30_000,
         progress: ProgressCallback | None = None,
         exchange: str = "paper",
+        automations: list[PlannedAutomation] | None = None,
     ) -> None:
         if exchange not in EXCHANGES:
             raise InvalidConfigError(
@@ -109,6 +127,8 @@ class GuardedReplay:
         self.prefix = f"axisor-sim-{uuid.uuid4().hex[:8]}"
         self.venue = PaperVenue()
         self.positions = PositionStore(database)
+        self.planned_automations = automations or []
+        self.lane: AutomationLane | None = None
 
     async def run(self) -> GuardedRun:
         started = time.perf_counter()
@@ -149,10 +169,19 @@ class GuardedReplay:
             prefix=self.prefix,
         )
         engine = Engine(self.database, redis, queue, stream)
+
+        if self.planned_automations:
+            self.lane = AutomationLane(self, ctx, redis, stream, self._automation_accounts)
+            result.automations = self.lane.outcome
+
         try:
             await engine.rebuild()
+            if self.lane is not None:
+                await self.lane.start()
             await self._replay(engine, queue, result)
         finally:
+            if self.lane is not None:
+                await self.lane.close()
             await worker.close()
             await queue.obliterate(force=True)
             await queue.close()
@@ -183,7 +212,26 @@ class GuardedReplay:
                 )
                 ids[planned.index] = account.id
                 self.venue.create_account(str(account.id), planned.balance_sats)
+            self._automation_accounts = self._create_automation_accounts(session, ids)
         return ids
+
+    def _create_automation_accounts(self, session, ids: dict[int, int]) -> dict[int, int]:
+        """Link a second paper account for each user that gets an automation.
+
+        NOTE: the second account is linked whatever the plan's max_linked_accounts, so that
+        automation trades never draw on the balance the guard protects.
+        """
+        linked: dict[int, int] = {}
+        for index in sorted({planned.account_index for planned in self.planned_automations}):
+            user_id = session.get(ExchangeAccount, ids[index]).user_id
+            account = ExchangeAccount(
+                user_id=user_id, exchange="paper", label="simulation automations"
+            )
+            session.add(account)
+            session.flush()
+            linked[index] = account.id
+            self.venue.create_account(str(account.id), 0)
+        return linked
 
     async def _replay(self, engine: Engine, queue: Queue, result: GuardedRun) -> None:
         opening = self.scenario.positions_by_tick()
@@ -196,6 +244,8 @@ class GuardedReplay:
             await self._on_venue_events(events, engine, result, i, tick, previous_price)
             if i in opening:
                 await self._open_positions(opening[i], queue, engine, result, tick)
+            if self.lane is not None:
+                await self.lane.open_due(i, queue, engine, tick)
             if tick.time_ms >= next_check_ms:
                 await self._check_accounts(
                     await asyncio.to_thread(self._paused_accounts), queue, engine, tick
@@ -213,6 +263,8 @@ class GuardedReplay:
         while await engine.on_tick(price, time_ms, received_ns):
             await wait_until_idle(queue)
             await engine.apply_events()
+        if self.lane is not None:
+            await self.lane.settle(price, time_ms, received_ns)
 
     async def _open_positions(self, planned, queue, engine, result, tick: Tick) -> None:
         accounts = set()
@@ -269,6 +321,9 @@ class GuardedReplay:
     ) -> None:
         """Apply what the venue did by itself, as the private trade stream would report it."""
         for event in events:
+            if self.lane is not None and self.lane.owns(event.account_id):
+                await self.lane.venue_event(event)
+                continue
             position_id = result.position_ids[event.trade_id]
             armed = engine.index.disarm(position_id)
             await asyncio.to_thread(self.positions.mark_closed, position_id, event.reason)
@@ -284,6 +339,129 @@ class GuardedReplay:
             result.liquidations[index] = Liquidation(
                 index, tick_index, tick.time_ms, event.price, context
             )
+
+
+class AutomationLane:
+    """The automation mix of a replay: its accounts, engine, queue and worker.
+
+    Each tick, after the guard has settled, the automation engine queues its crossings on the
+    automation-execute queue and the replay waits for the worker, as it does for the guard.
+    """
+
+    def __init__(self, replay: GuardedReplay, ctx, redis: Redis, stream: str, accounts) -> None:
+        self.replay = replay
+        self.ctx = ctx
+        self.redis = redis
+        self.events_stream = automation_events_stream(stream)
+        self.outcome = AutomationOutcome(account_ids=dict(accounts))
+        self._venue_accounts = {str(account_id) for account_id in accounts.values()}
+        self._by_tick: dict[int, list[PlannedAutomation]] = {}
+        for planned in replay.planned_automations:
+            self._by_tick.setdefault(planned.open_tick, []).append(planned)
+        options = {"connection": replay.redis_url, "prefix": replay.prefix}
+        self.queue = Queue(AUTOMATION_QUEUE, options)
+        self.engine = AutomationEngine(
+            replay.database, redis, self.queue, self.events_stream, stream
+        )
+        self.worker = None
+
+    async def start(self) -> None:
+        self.worker = start_worker(
+            self.ctx,
+            self.replay.redis_url,
+            queue=AUTOMATION_QUEUE,
+            concurrency=self.replay.concurrency,
+            timeout_ms=self.replay.timeout_ms,
+            prefix=self.replay.prefix,
+        )
+        await self.engine.rebuild()
+
+    async def close(self) -> None:
+        if self.worker is not None:
+            await self.worker.close()
+        await self.queue.obliterate(force=True)
+        await self.queue.close()
+        self.outcome.jobs_queued = Counter(self.engine.jobs_queued)
+
+    def owns(self, venue_account_id: str) -> bool:
+        return venue_account_id in self._venue_accounts
+
+    async def settle(self, price: Decimal, time_ms: int, received_ns: int) -> None:
+        """Queue crossed automation levels, wait for the worker, re-arm, until none cross."""
+        await self.engine.apply_events()
+        while await self.engine.on_tick(price, time_ms, received_ns):
+            await wait_until_idle(self.queue)
+            await self.engine.apply_events()
+
+    async def open_due(self, tick_index: int, guard_queue: Queue, guard_engine, tick) -> None:
+        """Open the trades of the automations due at this tick and create the automations."""
+        due = self._by_tick.get(tick_index)
+        if not due:
+            return
+        trades = {planned.index: await self._fund(planned) for planned in due}
+        accounts = {self.outcome.account_ids[planned.account_index] for planned in due}
+        await self.replay._check_accounts(accounts, guard_queue, guard_engine, tick)
+        created = [
+            await asyncio.to_thread(self._create, planned, trades[planned.index]) for planned in due
+        ]
+        await self.engine.refresh({automation_id for automation_id in created if automation_id})
+        await wait_until_idle(self.queue)
+        await self.engine.apply_events()
+
+    async def _fund(self, planned: PlannedAutomation) -> str | None:
+        """Deposit what the automation needs and open its target trade; return the trade id."""
+        account = str(self.outcome.account_ids[planned.account_index])
+        venue = self.replay.venue
+        if planned.type == "auto_entry":
+            venue.deposit(account, planned.deposit_sats)
+            return None
+        venue.deposit(account, planned.opening_cost_sats)
+        request = OpenTradeRequest(
+            side=planned.side, leverage=Decimal(planned.leverage), quantity_usd=planned.quantity_usd
+        )
+        return (await venue.account(account).open_trade(request)).id
+
+    def _create(self, planned: PlannedAutomation, trade_id: str | None) -> int | None:
+        """Create the automation; return its id, or None when the user's plan rejects it."""
+        account_id = self.outcome.account_ids[planned.account_index]
+        position_id = None
+        if trade_id is not None:
+            with self.replay.database.session() as session:
+                position_id = session.scalar(
+                    select(Position.id).where(Position.trade_id == trade_id)
+                )
+        try:
+            automation_id = create_automation(
+                self.replay.database,
+                account_id,
+                planned.type,
+                planned.config,
+                position_id=position_id,
+            )
+        except PlanLimitError as exc:
+            self.outcome.rejected[planned.index] = exc.limit
+            return None
+        self.outcome.automation_ids[planned.index] = automation_id
+        return automation_id
+
+    async def venue_event(self, event: TradeEvent) -> None:
+        """Apply a fill on an automation account: close its position, disarm its automations."""
+        self.outcome.venue_fills[event.reason.value] += 1
+        account_id = int(event.account_id)
+        await asyncio.to_thread(self._close_position, account_id, event)
+        await asyncio.to_thread(
+            trade_closed, self.replay.database, account_id, event.trade_id, event.reason
+        )
+
+    def _close_position(self, account_id: int, event: TradeEvent) -> None:
+        with self.replay.database.session() as session:
+            position_id = session.scalar(
+                select(Position.id).where(
+                    Position.account_id == account_id, Position.trade_id == event.trade_id
+                )
+            )
+        if position_id is not None:
+            self.replay.positions.mark_closed(position_id, event.reason)
 
 
 class MockAccountsResolver:

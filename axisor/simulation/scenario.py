@@ -138,3 +138,123 @@ def _guard(rng: random.Random, margins_sats: int) -> GuardConfig:
         budget_sats=budget,
         max_actions=MAX_GUARD_ACTIONS,
     )
+
+
+# Automations, drawn from their own stream of the seed so the guard's positions stay the same.
+
+# Each variant: (automation type, name). Variants are dealt in turn, so every one appears.
+AUTOMATION_VARIANTS = (
+    ("take_profit", "price_close"),
+    ("take_profit", "pnl_cash_in"),
+    ("stop_loss", "fixed_exchange"),
+    ("stop_loss", "fixed_engine"),
+    ("stop_loss", "trailing_exchange"),
+    ("stop_loss", "trailing_engine"),
+    ("auto_entry", "above"),
+    ("auto_entry", "below"),
+)
+AUTOMATION_SHARE = Decimal("0.5")  # about this share of accounts gets one automation
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedAutomation:
+    """An automation created at ``open_tick`` on a second linked account of the user.
+
+    A take profit or stop loss acts on a trade opened for it at that tick (``side``,
+    ``quantity_usd``, ``leverage``); ``opening_cost_sats`` is deposited just before.
+    An auto entry opens its own trade, and ``deposit_sats`` covers it.
+    """
+
+    index: int
+    account_index: int
+    type: str
+    variant: str
+    open_tick: int
+    config: dict
+    side: Side = Side.BUY
+    quantity_usd: int = 0
+    leverage: int = 1
+    opening_cost_sats: int = 0
+    deposit_sats: int = 0
+
+
+def generate_automations(
+    seed: int, scenario: Scenario, tick_count: int, prices: list[Decimal]
+) -> list[PlannedAutomation]:
+    """Draw automations over about half of the scenario's accounts, one variant each in turn."""
+    rng = random.Random(f"{seed}:automations")
+    last_open = max(1, int(tick_count * OPEN_WINDOW))
+    planned: list[PlannedAutomation] = []
+    for account in scenario.accounts:
+        if Decimal(str(rng.random())) >= AUTOMATION_SHARE:
+            continue
+        kind, variant = AUTOMATION_VARIANTS[len(planned) % len(AUTOMATION_VARIANTS)]
+        open_tick = rng.randrange(last_open)
+        planned.append(
+            _automation(rng, len(planned), account.index, kind, variant, open_tick, prices)
+        )
+    return planned
+
+
+def _automation(
+    rng: random.Random,
+    index: int,
+    account: int,
+    kind: str,
+    variant: str,
+    open_tick: int,
+    prices: list[Decimal],
+) -> PlannedAutomation:
+    price = prices[open_tick]
+    percent = Decimal(rng.randint(10, 40)) / 10  # 1.0 % to 4.0 % from the price
+    common = {"index": index, "account_index": account, "type": kind, "variant": variant}
+    if kind == "auto_entry":
+        config = _entry_config(rng, variant, price, percent)
+        cost = _opening_cost_sats(Side.BUY, config["quantity_usd"], 5, price)
+        return PlannedAutomation(
+            **common, open_tick=open_tick, config=config, deposit_sats=cost * 4
+        )
+    side = Side.BUY if rng.random() < 0.7 else Side.SELL
+    quantity = rng.choice((50, 100, 250, 500, 1_000))
+    leverage = rng.randint(2, 5)
+    return PlannedAutomation(
+        **common,
+        open_tick=open_tick,
+        config=_exit_config(variant, side, price, percent),
+        side=side,
+        quantity_usd=quantity,
+        leverage=leverage,
+        opening_cost_sats=_opening_cost_sats(side, quantity, leverage, price),
+    )
+
+
+def _exit_config(variant: str, side: Side, price: Decimal, percent: Decimal) -> dict:
+    """Return a take profit or stop loss ``percent`` away from ``price`` on the right side."""
+    profit_sign = 1 if side is Side.BUY else -1
+    take_profit = _cents(price * (1 + profit_sign * percent / 100))
+    stop = _cents(price * (1 - profit_sign * percent / 100))
+    configs = {
+        "price_close": {"price_usd": take_profit},
+        "pnl_cash_in": {"pnl_percent": str(percent * 5), "action": "cash_in"},
+        "fixed_exchange": {"price_usd": stop, "placement": "exchange"},
+        "fixed_engine": {"price_usd": stop, "placement": "engine"},
+        "trailing_exchange": {"trailing_distance_usd": _cents(price * percent / 100)},
+        "trailing_engine": {"trailing_percent": str(percent), "placement": "engine"},
+    }
+    return configs[variant]
+
+
+def _entry_config(rng: random.Random, variant: str, price: Decimal, percent: Decimal) -> dict:
+    sign = 1 if variant == "above" else -1
+    return {
+        "side": "buy" if rng.random() < 0.6 else "sell",
+        "quantity_usd": rng.choice((50, 100, 250)),
+        "leverage": "5",
+        "trigger": variant,
+        "price_usd": _cents(price * (1 + sign * percent / 100)),
+        "cooldown_s": rng.choice((600, 3_600)),
+    }
+
+
+def _cents(value: Decimal) -> str:
+    return str(value.quantize(Decimal("0.01")))

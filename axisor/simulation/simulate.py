@@ -12,8 +12,8 @@ from axisor.market.replay import Replay
 from axisor.report import ReportEvent
 from axisor.simulation.baseline import run_baseline
 from axisor.simulation.runner import GuardedReplay, GuardedRun, ProgressCallback, tick_prices
-from axisor.simulation.scenario import generate
-from axisor.simulation.summary import load_ledger, summarize
+from axisor.simulation.scenario import generate, generate_automations
+from axisor.simulation.summary import load_ledger, summarize, summarize_automations
 
 MAX_POSITIONS = 100_000
 
@@ -49,8 +49,13 @@ async def simulate(
     timeout_ms: int = 30_000,
     progress: ProgressCallback | None = None,
     exchange: str = "paper",
+    automations: bool = False,
 ) -> SimulationResult:
-    """Run the replay with the guard off, then through the whole pipeline with it on."""
+    """Run the replay with the guard off, then through the whole pipeline with it on.
+
+    With ``automations`` the guarded run also carries a mix of automations drawn from the seed,
+    on a second linked account per chosen user, and the summary gains ``automations``.
+    """
     if not 1 <= positions <= MAX_POSITIONS:
         raise InvalidConfigError(
             "positions", f"{positions} is out of range; use 1 to {MAX_POSITIONS}"
@@ -59,6 +64,7 @@ async def simulate(
     prices = tick_prices(ticks)
     scenario = generate(seed, positions, len(ticks), prices)
     baseline = await run_baseline(scenario, ticks, prices)
+    planned = generate_automations(seed, scenario, len(ticks), prices) if automations else []
 
     database = Database(database_url)
     try:
@@ -73,10 +79,13 @@ async def simulate(
             timeout_ms=timeout_ms,
             progress=progress,
             exchange=exchange,
+            automations=planned,
         )
         run = await guarded.run()
         summary = summarize(scenario, baseline, run, episode_facts(replay, name))
         summary["exchange"] = exchange
+        if automations:
+            summary["automations"] = summarize_automations(run, planned)
         events = report_events(run, baseline, ticks)
     finally:
         database.dispose()

@@ -8,10 +8,10 @@ from decimal import Decimal
 
 from sqlalchemy import select
 
-from axisor.db.models import LedgerEntry, LedgerState, Position
+from axisor.db.models import Automation, LedgerEntry, LedgerState, Position
 from axisor.guard.config import GuardAction
 from axisor.simulation.runner import GuardedRun
-from axisor.simulation.scenario import Scenario
+from axisor.simulation.scenario import AUTOMATION_VARIANTS, PlannedAutomation, Scenario
 
 # Why a liquidation that happened without the guard also happened with it.
 GAP = "gap"  # one tick jumped past both the trigger and the liquidation price
@@ -36,7 +36,12 @@ class LedgerRow:
     limited_by: str | None
 
 
+GUARD_KEYS = "guard:%"  # ledger keys of guard actions; automations use "auto:..."
+
+
 def load_ledger(run: GuardedRun) -> list[LedgerRow]:
+    """Return the guard's ledger rows."""
+    statement = select(LedgerEntry).where(LedgerEntry.idempotency_key.like(GUARD_KEYS))
     with run.database.session() as session:
         return [
             LedgerRow(
@@ -51,7 +56,7 @@ def load_ledger(run: GuardedRun) -> list[LedgerRow]:
                 (row.details or {}).get("tick_time_ms"),
                 (row.details or {}).get("limited_by"),
             )
-            for row in session.scalars(select(LedgerEntry))
+            for row in session.scalars(statement)
         ]
 
 
@@ -90,10 +95,11 @@ def duplicate_actions(run: GuardedRun, rows: list[LedgerRow]) -> int:
         if row.state == LedgerState.CONFIRMED.value and row.action in EXCHANGE_ACTIONS
     )
     kinds = {"add_margin": "add_margin", "close": "close_position"}
+    guard_accounts = {str(account_id) for account_id in run.account_ids.values()}
     applied = Counter(
         (mutation.trade_id, kinds[mutation.kind])
         for mutation in run.venue.mutations
-        if mutation.kind in kinds
+        if mutation.kind in kinds and mutation.account_id in guard_accounts
     )
     return sum(max(0, count - confirmed[key]) for key, count in applied.items())
 
@@ -164,3 +170,118 @@ def summarize(scenario: Scenario, baseline: dict, run: GuardedRun, episode: dict
         "tick_to_action_ms": latency_ms(rows),
         "elapsed_s": round(run.elapsed_s, 1),
     }
+
+
+# Automations
+
+# Venue mutation kind → ledger action of the automation worker that causes it.
+AUTOMATION_CALLS = {
+    "close": "close",
+    "cash_in": "cash_in",
+    "stoploss": "set_stoploss",
+    "open": "open_trade",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _AutomationRow:
+    automation_id: int
+    action: str
+    state: str
+
+
+def _automation_ledger(run: GuardedRun) -> list[_AutomationRow]:
+    statement = select(LedgerEntry).where(LedgerEntry.idempotency_key.like("auto:%"))
+    with run.database.session() as session:
+        return [
+            _AutomationRow(int(row.idempotency_key.split(":")[1]), row.action, row.state)
+            for row in session.scalars(statement)
+        ]
+
+
+def _executed(run: GuardedRun) -> set[int]:
+    with run.database.session() as session:
+        rows = session.scalars(
+            select(Automation.id).where(Automation.last_executed_at.is_not(None))
+        )
+        return set(rows)
+
+
+def summarize_automations(run: GuardedRun, planned: list[PlannedAutomation]) -> dict:
+    """Count per automation type: planned, armed, rejected by the plan, fired, and more.
+
+    ``fired`` counts each confirmed close, cash-in or open, and each stop the venue filled
+    after the worker placed it. ``placed_on_exchange`` counts confirmed stop placements.
+    """
+    outcome = run.automations
+    rows = _automation_ledger(run)
+    executed = _executed(run)
+    confirmed = [row for row in rows if row.state == LedgerState.CONFIRMED.value]
+    fires = Counter(row.automation_id for row in confirmed if row.action != "set_stoploss")
+    types: dict[str, Counter] = {kind: Counter() for kind, _ in AUTOMATION_VARIANTS}
+    variants: Counter = Counter()
+    for automation in planned:
+        counts = types[automation.type]
+        counts["planned"] += 1
+        automation_id = outcome.automation_ids.get(automation.index)
+        if automation_id is None:
+            counts["rejected_by_plan"] += 1
+            continue
+        counts["armed"] += 1
+        fired = fires[automation_id] or int(automation_id in executed)
+        counts["fired"] += fired
+        variants[f"{automation.type}.{automation.variant}"] += fired
+    _add_ledger_counts(types, rows, outcome)
+    result = {kind: _ordered(counts) for kind, counts in types.items()}
+    result["fired_by_variant"] = dict(sorted(variants.items()))
+    result["venue_fills"] = dict(sorted(outcome.venue_fills.items()))
+    result["duplicate_actions"] = _automation_duplicates(run, confirmed, planned)
+    return result
+
+
+def _add_ledger_counts(types: dict[str, Counter], rows: list[_AutomationRow], outcome) -> None:
+    for kind, counts in types.items():
+        counts["jobs"] = outcome.jobs_queued.get(kind, 0)
+    for row in rows:
+        if row.state == LedgerState.FAILED.value:
+            types[_type_of(row.action)]["failed"] += 1
+        if row.action == "set_stoploss" and row.state == LedgerState.CONFIRMED.value:
+            types["stop_loss"]["placed_on_exchange"] += 1
+
+
+def _type_of(action: str) -> str:
+    return {"open_trade": "auto_entry", "set_stoploss": "stop_loss"}.get(action, "take_profit")
+
+
+AUTOMATION_FIGURES = (
+    "planned",
+    "rejected_by_plan",
+    "armed",
+    "jobs",
+    "fired",
+    "placed_on_exchange",
+    "failed",
+)
+
+
+def _ordered(counts: Counter) -> dict:
+    return {name: counts[name] for name in AUTOMATION_FIGURES}
+
+
+def _automation_duplicates(
+    run: GuardedRun, confirmed: list[_AutomationRow], planned: list[PlannedAutomation]
+) -> int:
+    """Count venue changes on automation accounts beyond one per confirmed ledger row.
+
+    The replay itself opens one target trade per take profit or stop loss, so those opens are
+    not the worker's.
+    """
+    accounts = {str(account_id) for account_id in run.automations.account_ids.values()}
+    applied = Counter(
+        AUTOMATION_CALLS[mutation.kind]
+        for mutation in run.venue.mutations
+        if mutation.account_id in accounts and mutation.kind in AUTOMATION_CALLS
+    )
+    applied["open_trade"] -= sum(1 for automation in planned if automation.type != "auto_entry")
+    done = Counter(row.action for row in confirmed)
+    return sum(max(0, count - done[action]) for action, count in applied.items())

@@ -14,8 +14,14 @@ from pydantic import ValidationError
 
 from axisor.errors import AxisorError, RetryLaterError, StateUnknownError
 from axisor.ops.stuck import record_worker
-from axisor.queue.jobs import GuardActionJob, GuardCheckJob
-from axisor.queue.names import GUARD_ACTION_JOB, GUARD_CHECK_JOB, MARGIN_GUARD_QUEUE
+from axisor.queue.jobs import AutomationJob, GuardActionJob, GuardCheckJob
+from axisor.queue.names import (
+    AUTOMATION_JOB,
+    GUARD_ACTION_JOB,
+    GUARD_CHECK_JOB,
+    MARGIN_GUARD_QUEUE,
+)
+from axisor.workers.automation import run_automation
 from axisor.workers.context import WorkerContext
 from axisor.workers.guard_action import run_guard_action
 from axisor.workers.guard_check import run_guard_check
@@ -25,16 +31,13 @@ log = structlog.get_logger("axisor.worker")
 PROCESSORS = {
     GUARD_CHECK_JOB: (GuardCheckJob, run_guard_check),
     GUARD_ACTION_JOB: (GuardActionJob, run_guard_action),
+    AUTOMATION_JOB: (AutomationJob, run_automation),
 }
 
 
 def worker_name() -> str:
     """Return host-pid, the name operators see in worker lists."""
     return f"{socket.gethostname()}-{os.getpid()}"
-
-
-class UnknownJobError(Exception):
-    """A job name no processor handles; the job fails without retries being useful."""
 
 
 def make_processor(ctx: WorkerContext, timeout_ms: int):
@@ -49,12 +52,14 @@ def make_processor(ctx: WorkerContext, timeout_ms: int):
         try:
             schema, handler = PROCESSORS[job.name]
         except KeyError:
-            raise UnknownJobError(f"no processor for job name {job.name!r}") from None
+            bound.error("job name unknown")
+            raise UnrecoverableError(f"no processor for job name {job.name!r}") from None
         try:
             payload = schema.model_validate(job.data)
         except ValidationError as exc:
+            # Another attempt would read the same payload, so the job fails at once.
             bound.error("job payload invalid", error=str(exc))
-            raise
+            raise UnrecoverableError(f"invalid payload: {exc}") from exc
         try:
             result = await asyncio.wait_for(handler(ctx, payload), timeout_ms / 1000)
         except Exception as exc:
