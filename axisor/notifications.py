@@ -424,3 +424,22 @@ def _describe(exc: Exception, target: WebhookTarget) -> str:
     """Return the error's class and message with the secret and the URL path hidden."""
     text = f"{type(exc).__name__}: {exc}"
     return text.replace(target.secret, "[secure]").replace(target.url, target.origin)
+
+
+def stored_webhooks(database, cipher) -> WebhookLookup:
+    """Return a lookup of each user's webhook from the users table.
+
+    The secret is stored as a Fernet token under the credentials key; a user without a URL or
+    secret gets no webhook, only in-app notifications.
+    """
+    from axisor.db.models import User
+
+    def lookup(user_id: int) -> WebhookTarget | None:
+        with database.session() as session:
+            user = session.get(User, user_id)
+            if user is None or not user.webhook_url or user.webhook_secret_encrypted is None:
+                return None
+            secret = cipher.decrypt_text(user.webhook_secret_encrypted)
+            return WebhookTarget(url=user.webhook_url, secret=secret)
+
+    return lookup

@@ -154,17 +154,25 @@ def build_context(settings: Settings, redis_url: str, name: str):
     from axisor.exchange.registry import account_resolver
     from axisor.workers.context import WorkerContext
 
+    from axisor.db.crypto import CredentialCipher
+    from axisor.notifications import Notifier, stored_webhooks
+
     database = Database(settings.effective_database_url)
+    cipher = CredentialCipher.from_env(data_dir=settings.data_dir)
     return WorkerContext(
         database=database,
         exchanges=account_resolver(database, data_dir=settings.data_dir, redis_url=redis_url),
         redis=Redis.from_url(redis_url),
         worker_name=name,
+        notifier=Notifier(database, stored_webhooks(database, cipher)),
     )
 
 
 async def close_context(ctx) -> None:
-    """Close the exchange clients, Redis and the database engine of a WorkerContext."""
+    """Close the notifier (after its pending webhooks), the exchange clients, Redis and the
+    database engine of a WorkerContext."""
+    if ctx.notifier is not None:
+        await ctx.notifier.aclose(timeout_s=10)
     await ctx.exchanges.aclose()
     await ctx.redis.aclose()
     ctx.database.dispose()

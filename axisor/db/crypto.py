@@ -89,6 +89,17 @@ class CredentialCipher:
         payload["network"] = str(credentials.get("network") or "mainnet")
         return self._fernet.encrypt(json.dumps(payload).encode())
 
+    def encrypt_text(self, text: str) -> bytes:
+        """Return a Fernet token of one secret string, such as a webhook secret."""
+        return self._fernet.encrypt(text.encode())
+
+    def decrypt_text(self, token: bytes) -> str:
+        """Decrypt a token made by ``encrypt_text`` with any of the keys."""
+        try:
+            return self._fernet.decrypt(token).decode()
+        except InvalidToken as exc:
+            raise _cannot_decrypt() from exc
+
     def decrypt(self, token: bytes) -> Credentials:
         """Decrypt a token made by ``encrypt`` with any of the keys."""
         try:

@@ -33,6 +33,8 @@ class WorkerContext:
     redis: Redis
     worker_name: str
     events_stream: str = POSITION_EVENTS_STREAM
+    # In-app notifications and webhooks for each action and failure; None sends none.
+    notifier: Any = None
     ledger: ActionLedger = field(init=False)
     positions: PositionStore = field(init=False)
     log: Any = field(init=False)

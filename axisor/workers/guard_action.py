@@ -185,6 +185,15 @@ async def _margin_added(run: ActionRun, plan: MarginPlan, updated: Trade, price:
         ledger_details={"margin_after_sats": updated.margin_sats},
     )
     await ctx.position_changed(position.id)
+    await _tell(
+        run,
+        "action",
+        "add_margin",
+        f"Margin Guard added {plan.amount_sats:,} sats at {price} USD; liquidation is now "
+        f"{updated.liquidation_price} USD",
+        amount_sats=plan.amount_sats,
+        price=str(price),
+    )
     return run.outcome(
         "margin_added", amount_sats=plan.amount_sats, shortfall_sats=plan.shortfall_sats
     )
@@ -206,6 +215,14 @@ async def _unfunded(run: ActionRun, plan: MarginPlan, price: Decimal) -> dict:
         needed_sats=plan.needed_sats,
         limited_by=plan.limited_by,
     )
+    await _tell(
+        run,
+        "failure",
+        "add_margin",
+        f"Margin Guard could not add margin at {price} USD: {reason}; deposit sats or "
+        "raise the budget",
+        needed_sats=plan.needed_sats,
+    )
     return run.outcome("insufficient_funds", shortfall_sats=plan.shortfall_sats)
 
 
@@ -224,6 +241,13 @@ async def _close(run: ActionRun, trade: Trade, price: Decimal) -> dict:
         ledger_details={"pnl_sats": closed.pnl_sats},
     )
     await ctx.position_changed(position.id)
+    await _tell(
+        run,
+        "action",
+        "close_position",
+        f"Margin Guard closed the trade at {price} USD; P&L {closed.pnl_sats:,} sats",
+        pnl_sats=closed.pnl_sats,
+    )
     return run.outcome("closed", pnl_sats=closed.pnl_sats)
 
 
@@ -239,7 +263,28 @@ async def _notify(run: ActionRun, trade: Trade, price: Decimal) -> dict:
         price=str(price),
         liquidation_price=str(trade.liquidation_price),
     )
+    await _tell(
+        run,
+        "action",
+        "notify",
+        f"Margin Guard threshold crossed at {price} USD; liquidation at "
+        f"{trade.liquidation_price} USD",
+        price=str(price),
+    )
     return run.outcome("notified")
+
+
+async def _tell(run: ActionRun, kind: str, action: str, message: str, **details) -> None:
+    """Notify the position's owner of an action or a failure when the worker has a notifier."""
+    notifier = run.ctx.notifier
+    if notifier is None or run.guarded is None:
+        return
+    position = run.guarded.position
+    values = {"position_id": position.id, "trade_id": position.trade_id, **details}
+    if kind == "failure":
+        await notifier.failure(position.user_id, action, message, values)
+    else:
+        await notifier.action(position.user_id, action, message, values)
 
 
 def _record_fields(run: ActionRun, price: Decimal) -> dict:
@@ -296,6 +341,7 @@ async def _call(run: ActionRun, request):
         ctx.log.critical(
             "protective action rejected", position_id=position.id, action=action, error=str(exc)
         )
+        await _tell(run, "failure", action, f"Margin Guard {action} was rejected: {exc}")
         return run.outcome("rejected", error=str(exc))
 
 
