@@ -488,3 +488,45 @@ def test_upgrade_disarms_nothing(db):
     assert report.disarmed == []
     assert report.accounts_over_limit == []
     assert report.new_plan is Plan.LIFETIME
+
+
+def test_plan_command_lists_disarmed(tmp_path, monkeypatch):
+    """`axisor plan set` downgrades and names each setting it disarmed, with the reason."""
+    import json
+
+    from click.testing import CliRunner
+
+    from axisor.cli.main import main
+    from axisor.db.migrate import upgrade
+    from axisor.db.session import Database
+
+    monkeypatch.setenv("AXISOR_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    database = Database(f"sqlite:///{tmp_path / 'axisor.db'}")
+    upgrade(database)
+    with database.session() as session:
+        user = User(email="down@example.test", plan="pro")
+        account = ExchangeAccount(user=user, exchange="paper")
+        session.add(account)
+        session.flush()
+        session.add(
+            MarginGuardConfig(
+                user_id=user.id,
+                account_id=account.id,
+                mode="global",
+                config=_config(action="add_margin"),
+            )
+        )
+    database.dispose()
+
+    result = CliRunner().invoke(
+        main, ["plan", "set", "down@example.test", "free", "--yes", "--json"]
+    )
+
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["old_plan"] == "pro"
+    assert report["new_plan"] == "free"
+    assert [item["kind"] for item in report["disarmed"]] == ["guard_config"]
+    assert "free" in report["disarmed"][0]["reason"]

@@ -14,6 +14,7 @@ from axisor.cli.engine import engine_group
 from axisor.cli.guard import guard_group
 from axisor.cli.mock import mock_exchange_command
 from axisor.cli.ops import OPS_COMMANDS
+from axisor.cli.plans import plan_group
 from axisor.cli.simulate import simulate_command
 from axisor.cli.worker import worker_group
 from axisor.config import Settings
@@ -91,6 +92,7 @@ main.add_command(mock_exchange_command)
 main.add_command(guard_group)
 main.add_command(worker_group)
 main.add_command(engine_group)
+main.add_command(plan_group)
 for command in OPS_COMMANDS:
     main.add_command(command)
 

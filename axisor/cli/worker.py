@@ -150,12 +150,11 @@ def build_context(settings: Settings, redis_url: str, name: str):
     """
     from redis.asyncio import Redis
 
+    from axisor.db.crypto import CredentialCipher
     from axisor.db.session import Database
     from axisor.exchange.registry import account_resolver
-    from axisor.workers.context import WorkerContext
-
-    from axisor.db.crypto import CredentialCipher
     from axisor.notifications import Notifier, stored_webhooks
+    from axisor.workers.context import WorkerContext
 
     database = Database(settings.effective_database_url)
     cipher = CredentialCipher.from_env(data_dir=settings.data_dir)

@@ -3,6 +3,9 @@
 ``margin_threshold`` is the fraction (0 < t < 1) of the distance from entry to liquidation that
 the price may use up before the guard acts: entry 60,000, liquidation 54,545 and t = 0.8 act at
 or below 55,636.
+
+``scope`` is ``isolated`` (the default: the account's isolated trades) or ``cross`` (the account's
+one cross margin position, whose trigger ``axisor.guard.cross`` computes).
 """
 
 from __future__ import annotations
@@ -29,6 +32,11 @@ class AddMarginMode(enum.StrEnum):
     RESTORE = "restore"  # add enough that the price has used only restore_fraction of the distance
 
 
+class GuardScope(enum.StrEnum):
+    ISOLATED = "isolated"  # the account's isolated trades, each with its own margin
+    CROSS = "cross"  # the account's one cross margin position, funded by the cross balance
+
+
 class GuardConfig(BaseModel):
     """Settings of the guard for one position: when it acts and which action it takes."""
 
@@ -43,6 +51,7 @@ class GuardConfig(BaseModel):
     # Most sats the guard may add to one position over its life; None leaves only the balance.
     budget_sats: int | None = Field(default=None, ge=0, strict=True)
     max_actions: int = Field(default=10, ge=1, le=100, strict=True)
+    scope: GuardScope = GuardScope.ISOLATED
 
     @model_validator(mode="after")
     def _restore_below_threshold(self) -> GuardConfig:
@@ -64,6 +73,7 @@ _HINTS = {
     "reduce_percent": "use a percentage between 0 and 100, such as 50",
     "budget_sats": "use a whole number of sats, 0 or more, or leave it out",
     "max_actions": "use a whole number from 1 to 100",
+    "scope": "use 'isolated' or 'cross'",
 }
 
 
@@ -89,8 +99,17 @@ def _to_config_error(exc: ValidationError, raw: dict[str, Any]) -> InvalidConfig
     return InvalidConfigError(field, f"invalid value {value!r} ({error['msg']}); {hint}")
 
 
-def check_supported(config: GuardConfig, capabilities: Capabilities) -> None:
-    """Raise InvalidConfigError when the venue cannot carry out the configured action."""
+def check_supported(
+    config: GuardConfig, capabilities: Capabilities, cross: bool = False
+) -> None:
+    """Raise InvalidConfigError when the venue cannot carry out the configured action.
+
+    ``cross`` (or a config whose scope is cross) checks the setting for the account's cross
+    margin position, on which the guard carries out reduce_position only.
+    """
+    if cross or config.scope is GuardScope.CROSS:
+        _check_cross_supported(config, capabilities)
+        return
     reducing = config.action is GuardAction.REDUCE_POSITION
     if reducing and not capabilities.partial_reduce_isolated:
         raise InvalidConfigError(
@@ -98,4 +117,19 @@ def check_supported(config: GuardConfig, capabilities: Capabilities) -> None:
             f"reduce_position is not supported for isolated trades on {capabilities.name}: "
             "the venue cannot partially reduce an isolated trade; use add_margin or "
             "close_position",
+        )
+
+
+def _check_cross_supported(config: GuardConfig, capabilities: Capabilities) -> None:
+    if config.action is not GuardAction.REDUCE_POSITION:
+        raise InvalidConfigError(
+            "action",
+            f"{config.action.value} is not available for a cross margin guard: the guard "
+            "carries out only reduce_position on a cross margin position; use reduce_position",
+        )
+    if not (capabilities.cross and capabilities.partial_reduce_cross):
+        raise InvalidConfigError(
+            "action",
+            f"reduce_position is not supported for cross margin positions on "
+            f"{capabilities.name}: the venue cannot partially reduce its cross margin position",
         )
