@@ -234,3 +234,20 @@ async def test_short_stop_placed_on_exchange(world):
     (running,) = world.venue.running_trades(str(world.account_id))
     assert running.stoploss_price == D(61_000)
     assert [entry.action for entry in world.trade_log()] == ["stop_loss:set_stoploss"]
+
+
+async def test_final_failure_rearms(world):
+    """An automation job that fails its last attempt is armed again with a new version."""
+    from axisor.queue.names import AUTOMATION_JOB
+    from axisor.workers.runner import _on_final_failure
+
+    _, _, automation_id = await stop(world, {"price_usd": "55000", "placement": "engine"})
+    before = load_automation(world.db, automation_id)
+
+    await _on_final_failure(
+        world.ctx, AUTOMATION_JOB, job(world, automation_id, "close"), RetryLaterError("down")
+    )
+
+    after = load_automation(world.db, automation_id)
+    assert after.active
+    assert after.state.version == before.state.version + 1

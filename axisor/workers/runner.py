@@ -12,6 +12,8 @@ import structlog
 from bullmq import UnrecoverableError, Worker
 from pydantic import ValidationError
 
+from axisor.automations.engine import automation_events_stream, publish_automation_changed
+from axisor.automations.store import arm as arm_automation
 from axisor.errors import AxisorError, RetryLaterError, StateUnknownError
 from axisor.ops.stuck import record_worker
 from axisor.queue.jobs import AutomationJob, GuardActionJob, GuardCheckJob
@@ -91,13 +93,32 @@ def is_retryable(error: BaseException) -> bool:
 
 
 async def _on_final_failure(ctx: WorkerContext, name: str, payload, error: BaseException) -> None:
-    """Count the failed attempt on the position and re-arm it, so the guard can try again."""
+    """Re-arm what the failed job was for, so the guard or the automation can try again.
+
+    A guard action also counts the failed attempt on its position.
+    """
+    if name == AUTOMATION_JOB:
+        await _rearm_automation(ctx, payload, error)
+        return
     if name != GUARD_ACTION_JOB:
         return
     position_id = payload.position_id
     log.critical("protective action failed", position_id=position_id, error=repr(error))
     await ctx.db(ctx.positions.record_failure, position_id, payload.action, repr(error))
     await ctx.position_changed(position_id)
+
+
+async def _rearm_automation(ctx: WorkerContext, payload, error: BaseException) -> None:
+    automation_id = payload.automation_id
+    log.critical("automation action failed", automation_id=automation_id, error=repr(error))
+    try:
+        await ctx.db(arm_automation, ctx.database, automation_id)
+    except AxisorError as exc:
+        # For example a plan that no longer allows it: the automation stays disarmed.
+        log.error("automation not re-armed", automation_id=automation_id, error=str(exc))
+        return
+    stream = automation_events_stream(ctx.events_stream)
+    await publish_automation_changed(ctx.redis, automation_id, stream)
 
 
 def _log_failed(queue: str, job, error: BaseException) -> None:
