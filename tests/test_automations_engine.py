@@ -312,6 +312,25 @@ async def test_engine_trailing_follows_high_water(world, pipeline):
     assert closes(world, trade.id) == 1
 
 
+async def test_trailing_best_survives_rebuild(world, pipeline):
+    """A rebuilt engine trails on from the stored best price, not from the current price."""
+    _, position_id = await long_position(world, D(60_000))
+    automation_id = create_automation(
+        world.db,
+        world.account_id,
+        "stop_loss",
+        {"trailing_distance_usd": "1000", "placement": "engine"},
+        position_id=position_id,
+    )
+    await pipeline.start()
+    await pipeline.ticks(["60000", "62500", "62000"])
+    assert await pipeline.engine.store_trails() == 1
+
+    await pipeline.engine.rebuild()
+
+    assert pipeline.engine.levels.get(automation_id).level == D(61_500)
+
+
 async def test_engine_trailing_percent_short(world, pipeline):
     """A short's percent trail follows the lowest price and fills when the price rises to it."""
     world.venue.set_price(D(60_000), 5_000)

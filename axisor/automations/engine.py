@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import sys
+import time
 from collections import Counter
 from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_UP, Decimal
@@ -48,7 +49,7 @@ from axisor.automations.config import (
     TakeProfitConfig,
     TriggerOn,
 )
-from axisor.automations.store import StoredAutomation, load_active
+from axisor.automations.store import StoredAutomation, load_active, record_best_prices
 from axisor.db.models import Position, PositionStatus
 from axisor.db.session import Database
 from axisor.engine.events import STREAM_MAX_LEN, PositionEventReader
@@ -58,6 +59,10 @@ from axisor.queue.jobs import AutomationJob, job_options
 from axisor.queue.names import AUTOMATION_EVENTS_STREAM, AUTOMATION_JOB, POSITION_EVENTS_STREAM
 
 log = structlog.get_logger("axisor.automations.engine")
+
+# Wall-clock seconds between writes of trailing stops' best prices; a restarted engine trails
+# from the last stored best price, at most this old.
+TRAIL_STORE_INTERVAL_S = 5.0
 
 CENT = Decimal("0.01")
 # Stops run before take profits, and both before entries.
@@ -404,6 +409,9 @@ class AutomationEngine:
         self.queue = queue
         self.levels = LevelIndex()
         self.trailing = {kind: TrailingBook() for kind in TriggerOn}
+        # Trailing stops whose best price moved since it was last stored: id -> (version, price).
+        self._moved_trails: dict[int, tuple[int, Decimal]] = {}
+        self._trails_stored_s = time.monotonic()
         self.events = AutomationEvents(redis, events_stream)
         self.position_events = PositionEventReader(redis, position_stream)
         self.jobs_queued: Counter[str] = Counter()
@@ -454,7 +462,17 @@ class AutomationEngine:
             fires += self._cross(kind, kind_price)
         jobs = [_fire_job(fire, time_ms, received_ns) for fire in fires]
         await self._queue(jobs, [fire.trigger.type for fire in fires])
+        if time.monotonic() - self._trails_stored_s >= TRAIL_STORE_INTERVAL_S:
+            await self.store_trails()
         return jobs
+
+    async def store_trails(self) -> int:
+        """Write the moved best prices of trailing stops; return how many rows were written."""
+        moved, self._moved_trails = self._moved_trails, {}
+        self._trails_stored_s = time.monotonic()
+        if not moved:
+            return 0
+        return await asyncio.to_thread(record_best_prices, self.database, moved)
 
     def _cross(self, kind: TriggerOn, price: Decimal) -> list[_Fire]:
         fires = []
@@ -466,6 +484,7 @@ class AutomationEngine:
             fires.append(_Fire(trigger, price))
         for stop in self.trailing[kind].follow(price):
             self.levels.arm(stop.trigger)
+            self._moved_trails[stop.trigger.automation_id] = (stop.trigger.version, price)
         return fires
 
     def _end_cooldowns(self, time_ms: int) -> None:

@@ -256,6 +256,23 @@ def record_placed(
             _set_state(row, replace(state, placed_version=version, best_price_usd=best_price_usd))
 
 
+def record_best_prices(database: Database, best: dict[int, tuple[int, Decimal]]) -> int:
+    """Store the best price each engine-enforced trailing stop has followed, so that a restarted
+    engine trails on from there. ``best`` maps automation id to (version, price); a row armed
+    again since is left alone. Returns the number of rows written."""
+    written = 0
+    with database.session() as session:
+        for automation_id, (version, price) in sorted(best.items()):
+            row = session.get(Automation, automation_id)
+            if row is None or not row.active:
+                continue
+            state = state_of(row)
+            if state.version == version:
+                _set_state(row, replace(state, best_price_usd=price))
+                written += 1
+    return written
+
+
 def disarm_in_session(session: Session, automation_id: int, version: int | None = None) -> None:
     """Turn the automation off in the caller's transaction, unless it was re-armed since
     ``version``."""
