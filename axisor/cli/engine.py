@@ -39,6 +39,7 @@ def engine_run(settings: Settings, episode: str | None, speed: float | None, net
     from axisor.db.migrate import upgrade
     from axisor.db.session import Database
     from axisor.engine.live import LiveEngine
+    from axisor.exchange.registry import account_resolver
     from axisor.redis_server import ensure_redis
 
     database = Database(settings.effective_database_url)
@@ -46,8 +47,10 @@ def engine_run(settings: Settings, episode: str | None, speed: float | None, net
     redis_url = ensure_redis(settings)
     feed = _replay_feed(episode, speed) if episode else _stream_feed(network)
     private = None if episode else _private_streams(settings, database, network)
+    exchanges = account_resolver(database, data_dir=settings.data_dir, redis_url=redis_url)
     with contextlib.suppress(KeyboardInterrupt):
-        ticks = asyncio.run(LiveEngine(database, redis_url, feed, private).run())
+        live = LiveEngine(database, redis_url, feed, private, exchanges)
+        ticks = asyncio.run(live.run())
         click.echo(f"engine stopped after {ticks} price updates", err=True)
 
 

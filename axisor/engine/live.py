@@ -18,12 +18,14 @@ from sqlalchemy import select
 
 from axisor.db.models import ExchangeAccount
 from axisor.db.session import Database
+from axisor.engine.cross import CrossEngine
 from axisor.engine.scheduler import Engine
 from axisor.engine.trades import TradeEventSink
 from axisor.market.feed import PriceFeed
 from axisor.market.stream import PriceUpdate, StreamAccount, StreamClient, StreamStatus
 from axisor.queue.jobs import KEEP_COMPLETED, KEEP_FAILED, GuardCheckJob
 from axisor.queue.names import GUARD_CHECK_JOB, MARGIN_GUARD_QUEUE
+from axisor.workers.context import ExchangeResolver
 
 log = structlog.get_logger("axisor.engine")
 
@@ -62,11 +64,15 @@ class LiveEngine:
         redis_url: str,
         feed: PriceFeed,
         private: PrivateStreams | None = None,
+        exchanges: ExchangeResolver | None = None,
     ) -> None:
         self.database = database
         self.redis = Redis.from_url(redis_url)
         self.queue = Queue(MARGIN_GUARD_QUEUE, {"connection": redis_url})
         self.engine = Engine(database, self.redis, self.queue)
+        # Cross margin guards need the venue's view of each cross position, so an exchange
+        # resolver; without one only isolated trades are guarded.
+        self.cross = CrossEngine(database, self.redis, self.queue, exchanges) if exchanges else None
         self.feed = feed
         self.private = private
         self.ticks = 0
@@ -74,6 +80,8 @@ class LiveEngine:
     async def run(self) -> int:
         """Consume the feed; return the number of price updates handled."""
         await self.engine.rebuild()
+        if self.cross is not None:
+            await self.cross.rebuild()
         await self.schedule_checks()
         if self.private is not None:
             await self.private.start(TradeEventSink(self.database, self.redis, self.queue))
@@ -87,6 +95,9 @@ class LiveEngine:
     async def on_update(self, update: PriceUpdate) -> None:
         await self.engine.apply_events()
         jobs = await self.engine.on_tick(update.price, update.time_ms, update.received_ns)
+        if self.cross is not None:
+            await self.cross.apply_events()
+            jobs += await self.cross.on_tick(update.price, update.time_ms, update.received_ns)
         self.ticks += 1
         record = {"time_ms": update.time_ms, "price": str(update.price), "at": time.time()}
         await self.redis.set(LAST_TICK_KEY, json.dumps(record))

@@ -99,9 +99,7 @@ def _to_config_error(exc: ValidationError, raw: dict[str, Any]) -> InvalidConfig
     return InvalidConfigError(field, f"invalid value {value!r} ({error['msg']}); {hint}")
 
 
-def check_supported(
-    config: GuardConfig, capabilities: Capabilities, cross: bool = False
-) -> None:
+def check_supported(config: GuardConfig, capabilities: Capabilities, cross: bool = False) -> None:
     """Raise InvalidConfigError when the venue cannot carry out the configured action.
 
     ``cross`` (or a config whose scope is cross) checks the setting for the account's cross

@@ -86,7 +86,10 @@ def guard_config_for(session: Session, position: Position) -> MarginGuardConfig 
         select(MarginGuardConfig).where(MarginGuardConfig.account_id == position.account_id)
     ).all()
     own = [row for row in rows if row.position_id == position.id]
-    shared = [row for row in rows if row.position_id is None]
+    # An account-wide setting for the cross position does not guard isolated trades.
+    shared = [
+        row for row in rows if row.position_id is None and row.config.get("scope") != "cross"
+    ]
     return (own or shared or [None])[0]
 
 

@@ -11,7 +11,7 @@ from axisor.db.session import Database
 from axisor.errors import InvalidConfigError
 from axisor.exchange.models import Capabilities
 from axisor.exchange.registry import capabilities_for
-from axisor.guard.config import GuardConfig, check_supported, parse_guard_config
+from axisor.guard.config import GuardConfig, GuardScope, check_supported, parse_guard_config
 from axisor.guard.positions import increment
 from axisor.plans import check_guard_config
 
@@ -24,23 +24,27 @@ def configure_guard(
     position_id: int | None = None,
     mode: str | None = None,
     enabled: bool = True,
+    cross: bool = False,
 ) -> tuple[GuardConfig, list[int]]:
     """Validate ``raw`` and store it for the account (or one of its positions).
 
     ``mode`` is "global" for an account-wide setting, and "selected" (the default) or
-    "individual" for one position. The user's plan must allow the mode, the action and the
+    "individual" for one position. ``cross`` (or ``"scope": "cross"`` in ``raw``) stores the
+    setting for the account's cross margin position: account-wide, mode "global", with scope
+    cross in the stored JSON. The user's plan must allow the mode, the action and the
     figures. Returns the configuration and the ids of the running positions whose triggers must
     be re-armed. An invalid configuration raises InvalidConfigError naming the field (a
     PlanLimitError names the limit and the plan that allows it) and leaves whatever was stored
     before unchanged.
     """
-    config = parse_guard_config(raw)
-    mode = _mode(mode, position_id)
+    config = _parse(raw, cross)
+    cross = config.scope is GuardScope.CROSS
+    mode = _cross_mode(mode, position_id) if cross else _mode(mode, position_id)
     with database.session() as session:
         account = session.get(ExchangeAccount, account_id)
         if account is None:
             raise InvalidConfigError("account_id", f"no linked account with id {account_id}")
-        check_supported(config, _capabilities(account))
+        check_supported(config, _capabilities(account), cross=cross)
         _check_position(session, account_id, position_id)
         covered = _protected_after_write(session, account, position_id)
         check_guard_config(account.user.plan, config, mode, covered)
@@ -55,12 +59,59 @@ def configure_guard(
                 user_id=account.user_id, account_id=account_id, position_id=position_id
             )
             session.add(row)
+        else:
+            _check_scope_change(row, config)
         row.config = config.model_dump(mode="json")
         row.mode = mode
         row.enabled = enabled
         affected = _running_positions(session, account_id, position_id)
         _bump_versions(session, affected)
     return config, affected
+
+
+def _parse(raw: dict[str, Any], cross: bool) -> GuardConfig:
+    config = parse_guard_config(raw)
+    if cross:
+        return config.model_copy(update={"scope": GuardScope.CROSS})
+    return config
+
+
+def _cross_mode(mode: str | None, position_id: int | None) -> str:
+    """Return "global": a cross guard covers the one cross margin position of the account."""
+    if position_id is not None:
+        raise InvalidConfigError(
+            "position_id",
+            f"a cross margin guard covers the account's cross position, not position "
+            f"{position_id}; leave position_id out",
+        )
+    if mode not in (None, "global"):
+        raise InvalidConfigError(
+            "mode", f"a cross margin guard is account-wide; use global, not {mode!r}"
+        )
+    return "global"
+
+
+def _check_scope_change(row: MarginGuardConfig, config: GuardConfig) -> None:
+    """Reject replacing an enabled setting of the other scope.
+
+    An account stores one account-wide setting, so a cross setting written over an isolated one
+    (or the reverse) would silently end the protection the old one gave.
+    """
+    stored = GuardScope(row.config.get("scope", GuardScope.ISOLATED.value))
+    if stored is config.scope or not row.enabled:
+        return
+    raise InvalidConfigError(
+        "scope",
+        f"account {row.account_id} already has an enabled account-wide guard setting for "
+        f"{_SCOPE_NAMES[stored]}, and an account stores one account-wide setting; disable "
+        f"that setting (enabled=False) before storing one for {_SCOPE_NAMES[config.scope]}",
+    )
+
+
+_SCOPE_NAMES = {
+    GuardScope.ISOLATED: "isolated trades",
+    GuardScope.CROSS: "the cross margin position",
+}
 
 
 def _mode(mode: str | None, position_id: int | None) -> str:

@@ -47,6 +47,32 @@ class GuardActionJob(BaseModel):
         return f"guard:{self.position_id}:{self.version}:{self.action}"
 
 
+class GuardCrossJob(BaseModel):
+    """Act on an account's cross margin position whose trigger the cross engine saw crossed.
+
+    ``version`` is ``axisor.guard.cross.cross_version`` of the position and setting the engine
+    read; ``position_id`` is the venue's id of the cross position.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    account_id: int = Field(ge=1)
+    position_id: str = Field(min_length=1, max_length=100)
+    version: str = Field(pattern=r"^[0-9a-f]{16}$")
+    trigger_price: Decimal
+    tick_price: Decimal
+    tick_time_ms: int
+    tick_received_ns: int  # wall clock, epoch ns, when the engine received the tick
+
+    @property
+    def job_id(self) -> str:
+        return guard_cross_job_id(self.account_id, self.version)
+
+    @property
+    def idempotency_key(self) -> str:
+        return guard_cross_ledger_prefix(self.account_id, self.position_id) + self.version
+
+
 class AutomationJob(BaseModel):
     """Carry out one arming of one automation: place its stop, close, cash in or open a trade.
 
@@ -83,6 +109,17 @@ def guard_action_job_id(position_id: int, version: int) -> str:
     """Return the job id of a position's action at one trigger version: the same crossing twice
     gives the same id, so BullMQ keeps one job for it."""
     return f"guard-{position_id}-v{version}"
+
+
+def guard_cross_job_id(account_id: int, version: str) -> str:
+    """Return the job id of an account's cross guard action at one version of its position:
+    the same crossing twice gives the same id, so BullMQ keeps one job for it."""
+    return f"guard-cross-{account_id}-v{version}"
+
+
+def guard_cross_ledger_prefix(account_id: int, position_id: str) -> str:
+    """Return the start shared by the ledger keys of the guard's actions on one cross position."""
+    return f"guard-cross:{account_id}:{position_id}:"
 
 
 def guard_check_job_id(account_id: int, stamp: str) -> str:

@@ -14,25 +14,29 @@ from pydantic import ValidationError
 
 from axisor.automations.engine import automation_events_stream, publish_automation_changed
 from axisor.automations.store import arm as arm_automation
+from axisor.engine.cross import publish_cross_changed
 from axisor.errors import AxisorError, RetryLaterError, StateUnknownError
 from axisor.ops.stuck import record_worker
-from axisor.queue.jobs import AutomationJob, GuardActionJob, GuardCheckJob
+from axisor.queue.jobs import AutomationJob, GuardActionJob, GuardCheckJob, GuardCrossJob
 from axisor.queue.names import (
     AUTOMATION_JOB,
     GUARD_ACTION_JOB,
     GUARD_CHECK_JOB,
+    GUARD_CROSS_JOB,
     MARGIN_GUARD_QUEUE,
 )
 from axisor.workers.automation import run_automation
 from axisor.workers.context import WorkerContext
 from axisor.workers.guard_action import run_guard_action
 from axisor.workers.guard_check import run_guard_check
+from axisor.workers.guard_cross import run_guard_cross
 
 log = structlog.get_logger("axisor.worker")
 
 PROCESSORS = {
     GUARD_CHECK_JOB: (GuardCheckJob, run_guard_check),
     GUARD_ACTION_JOB: (GuardActionJob, run_guard_action),
+    GUARD_CROSS_JOB: (GuardCrossJob, run_guard_cross),
     AUTOMATION_JOB: (AutomationJob, run_automation),
 }
 
@@ -99,6 +103,15 @@ async def _on_final_failure(ctx: WorkerContext, name: str, payload, error: BaseE
     """
     if name == AUTOMATION_JOB:
         await _rearm_automation(ctx, payload, error)
+        return
+    if name == GUARD_CROSS_JOB:
+        log.critical(
+            "protective action failed",
+            account_id=payload.account_id,
+            position_id=payload.position_id,
+            error=repr(error),
+        )
+        await publish_cross_changed(ctx.redis, payload.account_id)
         return
     if name != GUARD_ACTION_JOB:
         return
