@@ -168,3 +168,46 @@ async def position_status(db, status: str) -> bool:
             return session.scalar(select(Position.status)) == status
 
     return await asyncio.to_thread(read)
+
+
+async def test_stream_price_fires_take_profit(db, redis_url, linked, venue_with_trade):
+    """A take profit armed on the live engine closes the trade once when the stream reaches it."""
+    from axisor.automations.store import create_automation
+    from axisor.queue.names import AUTOMATION_QUEUE
+
+    account_id, cipher = linked
+    mock, trade = venue_with_trade
+    stream = MockStream(mock)
+    async with run_mock_exchange(mock) as base_url, run_mock_stream(stream) as ws_url:
+        resolver = AccountResolver(db, cipher, base_url=base_url)
+        redis = Redis.from_url(redis_url)
+        ctx = WorkerContext(db, resolver, redis, "live-worker")
+        workers = [
+            start_worker(ctx, redis_url),
+            start_worker(ctx, redis_url, queue=AUTOMATION_QUEUE),
+        ]
+        queue = Queue(MARGIN_GUARD_QUEUE, {"connection": redis_url})
+        try:
+            await import_positions(queue, account_id)
+            with db.session() as session:
+                position_id = session.scalar(select(Position.id))
+            create_automation(
+                db, account_id, "take_profit", {"price_usd": "61000"}, position_id=position_id
+            )
+            feed = StreamFeed(ws_url)
+            live = LiveEngine(db, redis_url, feed)
+            running = asyncio.create_task(live.run())
+            await feed.client.wait_connected(5)
+
+            stream.publish_price(Decimal(61_000))
+            await wait_for(lambda: position_status(db, "closed"))
+            await feed.aclose()
+            await running
+        finally:
+            for worker in workers:
+                await worker.close()
+            await queue.close()
+            await resolver.aclose()
+            await redis.aclose()
+
+    assert len([m for m in mock.venue.mutations if m.kind == "close"]) == 1

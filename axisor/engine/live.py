@@ -1,7 +1,8 @@
 """The engine process: a live (or replayed) price feed drives the trigger index.
 
-Per price update it re-arms the positions workers changed, queues a job per crossed trigger,
-and records the last tick in Redis for ``axisor doctor``. Every linked account gets a repeating
+Per price update it re-arms the positions workers changed, queues a job per crossed trigger
+(isolated trades, cross positions, and trading automations on the ``automation-execute``
+queue), and records the last tick in Redis for ``axisor doctor``. Every linked account gets a repeating
 ``margin-guard-check`` job, so positions opened or closed outside Axisor are picked up.
 """
 
@@ -16,6 +17,7 @@ from bullmq import Queue
 from redis.asyncio import Redis
 from sqlalchemy import select
 
+from axisor.automations.engine import AutomationEngine
 from axisor.db.models import ExchangeAccount
 from axisor.db.session import Database
 from axisor.engine.cross import CrossEngine
@@ -24,7 +26,7 @@ from axisor.engine.trades import TradeEventSink
 from axisor.market.feed import PriceFeed
 from axisor.market.stream import PriceUpdate, StreamAccount, StreamClient, StreamStatus
 from axisor.queue.jobs import KEEP_COMPLETED, KEEP_FAILED, GuardCheckJob
-from axisor.queue.names import GUARD_CHECK_JOB, MARGIN_GUARD_QUEUE
+from axisor.queue.names import AUTOMATION_QUEUE, GUARD_CHECK_JOB, MARGIN_GUARD_QUEUE
 from axisor.workers.context import ExchangeResolver
 
 log = structlog.get_logger("axisor.engine")
@@ -33,6 +35,8 @@ LAST_TICK_KEY = "axisor:engine:last-tick"
 STREAM_STATUS_KEY = "axisor:stream:status"
 # How often each linked account is reconciled with its exchange.
 CHECK_EVERY_MS = 60_000
+# How often the automations are read again from the database, to arm new ones.
+AUTOMATIONS_RELOAD_S = 60.0
 
 
 class PrivateStreams:
@@ -73,6 +77,9 @@ class LiveEngine:
         # Cross margin guards need the venue's view of each cross position, so an exchange
         # resolver; without one only isolated trades are guarded.
         self.cross = CrossEngine(database, self.redis, self.queue, exchanges) if exchanges else None
+        self.automation_queue = Queue(AUTOMATION_QUEUE, {"connection": redis_url})
+        self.automations = AutomationEngine(database, self.redis, self.automation_queue)
+        self._automations_loaded_s = 0.0
         self.feed = feed
         self.private = private
         self.ticks = 0
@@ -80,6 +87,7 @@ class LiveEngine:
     async def run(self) -> int:
         """Consume the feed; return the number of price updates handled."""
         await self.engine.rebuild()
+        await self._reload_automations()
         if self.cross is not None:
             await self.cross.rebuild()
         await self.schedule_checks()
@@ -98,12 +106,22 @@ class LiveEngine:
         if self.cross is not None:
             await self.cross.apply_events()
             jobs += await self.cross.on_tick(update.price, update.time_ms, update.received_ns)
+        if time.monotonic() - self._automations_loaded_s >= AUTOMATIONS_RELOAD_S:
+            await self._reload_automations()
+        await self.automations.apply_events()
+        jobs += await self.automations.on_tick(update.price, update.time_ms, update.received_ns)
         self.ticks += 1
         record = {"time_ms": update.time_ms, "price": str(update.price), "at": time.time()}
         await self.redis.set(LAST_TICK_KEY, json.dumps(record))
         if jobs:
             log.info("triggers crossed", price=str(update.price), jobs=len(jobs))
         await self._record_stream_status()
+
+    async def _reload_automations(self) -> None:
+        """Re-read every active automation, so ones created since the last read are armed."""
+        await self.automations.store_trails()
+        await self.automations.rebuild()
+        self._automations_loaded_s = time.monotonic()
 
     async def _record_stream_status(self) -> None:
         status = getattr(self.feed, "status", None)
@@ -145,6 +163,8 @@ class LiveEngine:
             )
 
     async def aclose(self) -> None:
+        await self.automations.store_trails()
+        await self.automation_queue.close()
         if self.private is not None:
             await self.private.aclose()
         await self.feed.aclose()
