@@ -2,8 +2,8 @@
 
 Per price update it re-arms the positions workers changed, queues a job per crossed trigger
 (isolated trades, cross positions, and trading automations on the ``automation-execute``
-queue), and records the last tick in Redis for ``axisor doctor``. Every linked account gets a repeating
-``margin-guard-check`` job, so positions opened or closed outside Axisor are picked up.
+queue), and records the last tick in Redis for ``axisor doctor``. Every linked account gets a
+repeating ``margin-guard-check`` job, so positions opened or closed outside Axisor are picked up.
 """
 
 from __future__ import annotations
