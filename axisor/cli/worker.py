@@ -17,7 +17,7 @@ import click
 import httpx
 import structlog
 
-from axisor.cli.ops import confirm, emit, print_table, target_options
+from axisor.cli.common import confirm, emit, print_table, target_options
 from axisor.config import Settings
 from axisor.ops import QueueTarget, redis_client
 from axisor.ops.health import (

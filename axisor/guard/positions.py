@@ -87,9 +87,7 @@ def guard_config_for(session: Session, position: Position) -> MarginGuardConfig 
     ).all()
     own = [row for row in rows if row.position_id == position.id]
     # An account-wide setting for the cross position does not guard isolated trades.
-    shared = [
-        row for row in rows if row.position_id is None and row.config.get("scope") != "cross"
-    ]
+    shared = [row for row in rows if row.position_id is None and row.config.get("scope") != "cross"]
     return (own or shared or [None])[0]
 
 

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -21,27 +19,24 @@ from bullmq import Queue
 from redis.asyncio import Redis
 from sqlalchemy import select
 
-from axisor.automations.engine import AutomationEngine, automation_events_stream
-from axisor.automations.store import create_automation, trade_closed
-from axisor.db.crypto import Credentials
 from axisor.db.models import ExchangeAccount, MarginGuardConfig, Position, PositionStatus, User
 from axisor.db.session import Database
 from axisor.engine.scheduler import Engine
 from axisor.errors import InvalidConfigError
 from axisor.exchange import math as lnm
-from axisor.exchange.lnmarkets.client import LNMarketsClient
-from axisor.exchange.models import CloseReason, OpenTradeRequest, TradeEvent
+from axisor.exchange.models import CloseReason, TradeEvent
 from axisor.exchange.paper import PaperVenue
-from axisor.exchange.protocol import Exchange
 from axisor.exchange.registry import PaperResolver
 from axisor.guard.policy import is_crossed
 from axisor.guard.positions import PositionStore
 from axisor.market.replay import Tick
 from axisor.mockexchange.server import MockExchange, run_mock_exchange
-from axisor.plans import PlanLimitError
 from axisor.queue.jobs import GuardCheckJob, guard_check_job_id, job_options
-from axisor.queue.names import AUTOMATION_QUEUE, GUARD_CHECK_JOB, MARGIN_GUARD_QUEUE
+from axisor.queue.names import GUARD_CHECK_JOB, MARGIN_GUARD_QUEUE
+from axisor.simulation.automations import AutomationLane, AutomationOutcome
 from axisor.simulation.baseline import open_request
+from axisor.simulation.queues import wait_until_idle
+from axisor.simulation.resolvers import MockAccountsResolver
 from axisor.simulation.scenario import PlannedAutomation, Scenario
 from axisor.workers.context import WorkerContext
 from axisor.workers.runner import start_worker, worker_name
@@ -53,7 +48,6 @@ EXCHANGES = ("paper", "mock")
 # Replay time between re-checks of accounts whose guard paused for lack of funds, as a periodic
 # margin-guard-check schedule would do in production.
 PAUSED_CHECK_INTERVAL_MS = 5 * 60 * 1000
-BUSY_STATES = ("waiting", "active", "delayed", "prioritized", "waiting-children")
 
 
 @dataclass
@@ -63,18 +57,6 @@ class Liquidation:
     time_ms: int
     price: Decimal
     context: str  # "gap", "unarmed" or "armed"
-
-
-@dataclass
-class AutomationOutcome:
-    """Results of the automation mix. Its trades live on a second linked account per user, so
-    they never share a balance with the guarded positions."""
-
-    account_ids: dict[int, int] = field(default_factory=dict)  # scenario account → account id
-    automation_ids: dict[int, int] = field(default_factory=dict)  # planned index → id
-    rejected: dict[int, str] = field(default_factory=dict)  # planned index → plan limit
-    venue_fills: Counter = field(default_factory=Counter)  # close reason → fills
-    jobs_queued: Counter = field(default_factory=Counter)  # automation type → jobs
 
 
 @dataclass
@@ -341,168 +323,6 @@ class GuardedReplay:
             )
 
 
-class AutomationLane:
-    """The automation mix of a replay: its accounts, engine, queue and worker.
-
-    Each tick, after the guard has settled, the automation engine queues its crossings on the
-    automation-execute queue and the replay waits for the worker, as it does for the guard.
-    """
-
-    def __init__(self, replay: GuardedReplay, ctx, redis: Redis, stream: str, accounts) -> None:
-        self.replay = replay
-        self.ctx = ctx
-        self.redis = redis
-        self.events_stream = automation_events_stream(stream)
-        self.outcome = AutomationOutcome(account_ids=dict(accounts))
-        self._venue_accounts = {str(account_id) for account_id in accounts.values()}
-        self._by_tick: dict[int, list[PlannedAutomation]] = {}
-        for planned in replay.planned_automations:
-            self._by_tick.setdefault(planned.open_tick, []).append(planned)
-        options = {"connection": replay.redis_url, "prefix": replay.prefix}
-        self.queue = Queue(AUTOMATION_QUEUE, options)
-        self.engine = AutomationEngine(
-            replay.database, redis, self.queue, self.events_stream, stream
-        )
-        self.worker = None
-
-    async def start(self) -> None:
-        self.worker = start_worker(
-            self.ctx,
-            self.replay.redis_url,
-            queue=AUTOMATION_QUEUE,
-            concurrency=self.replay.concurrency,
-            timeout_ms=self.replay.timeout_ms,
-            prefix=self.replay.prefix,
-        )
-        await self.engine.rebuild()
-
-    async def close(self) -> None:
-        if self.worker is not None:
-            await self.worker.close()
-        await self.queue.obliterate(force=True)
-        await self.queue.close()
-        self.outcome.jobs_queued = Counter(self.engine.jobs_queued)
-
-    def owns(self, venue_account_id: str) -> bool:
-        return venue_account_id in self._venue_accounts
-
-    async def settle(self, price: Decimal, time_ms: int, received_ns: int) -> None:
-        """Queue crossed automation levels, wait for the worker, re-arm, until none cross."""
-        await self.engine.apply_events()
-        while await self.engine.on_tick(price, time_ms, received_ns):
-            await wait_until_idle(self.queue)
-            await self.engine.apply_events()
-
-    async def open_due(self, tick_index: int, guard_queue: Queue, guard_engine, tick) -> None:
-        """Open the trades of the automations due at this tick and create the automations."""
-        due = self._by_tick.get(tick_index)
-        if not due:
-            return
-        trades = {planned.index: await self._fund(planned) for planned in due}
-        accounts = {self.outcome.account_ids[planned.account_index] for planned in due}
-        await self.replay._check_accounts(accounts, guard_queue, guard_engine, tick)
-        created = [
-            await asyncio.to_thread(self._create, planned, trades[planned.index]) for planned in due
-        ]
-        await self.engine.refresh({automation_id for automation_id in created if automation_id})
-        await wait_until_idle(self.queue)
-        await self.engine.apply_events()
-
-    async def _fund(self, planned: PlannedAutomation) -> str | None:
-        """Deposit what the automation needs and open its target trade; return the trade id."""
-        account = str(self.outcome.account_ids[planned.account_index])
-        venue = self.replay.venue
-        if planned.type == "auto_entry":
-            venue.deposit(account, planned.deposit_sats)
-            return None
-        venue.deposit(account, planned.opening_cost_sats)
-        request = OpenTradeRequest(
-            side=planned.side, leverage=Decimal(planned.leverage), quantity_usd=planned.quantity_usd
-        )
-        return (await venue.account(account).open_trade(request)).id
-
-    def _create(self, planned: PlannedAutomation, trade_id: str | None) -> int | None:
-        """Create the automation; return its id, or None when the user's plan rejects it."""
-        account_id = self.outcome.account_ids[planned.account_index]
-        position_id = None
-        if trade_id is not None:
-            with self.replay.database.session() as session:
-                position_id = session.scalar(
-                    select(Position.id).where(Position.trade_id == trade_id)
-                )
-        try:
-            automation_id = create_automation(
-                self.replay.database,
-                account_id,
-                planned.type,
-                planned.config,
-                position_id=position_id,
-            )
-        except PlanLimitError as exc:
-            self.outcome.rejected[planned.index] = exc.limit
-            return None
-        self.outcome.automation_ids[planned.index] = automation_id
-        return automation_id
-
-    async def venue_event(self, event: TradeEvent) -> None:
-        """Apply a fill on an automation account: close its position, disarm its automations."""
-        self.outcome.venue_fills[event.reason.value] += 1
-        account_id = int(event.account_id)
-        await asyncio.to_thread(self._close_position, account_id, event)
-        await asyncio.to_thread(
-            trade_closed, self.replay.database, account_id, event.trade_id, event.reason
-        )
-
-    def _close_position(self, account_id: int, event: TradeEvent) -> None:
-        with self.replay.database.session() as session:
-            position_id = session.scalar(
-                select(Position.id).where(
-                    Position.account_id == account_id, Position.trade_id == event.trade_id
-                )
-            )
-        if position_id is not None:
-            self.replay.positions.mark_closed(position_id, event.reason)
-
-
-class MockAccountsResolver:
-    """One LN Markets client per account, each with its own generated API credentials."""
-
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url
-        self.clients: dict[int, LNMarketsClient] = {}
-
-    def add(self, account_id: int) -> Credentials:
-        credentials = Credentials(
-            key=f"sim-{account_id}-{secrets.token_hex(4)}",
-            secret=secrets.token_urlsafe(24),
-            passphrase=secrets.token_urlsafe(12),
-            network="mainnet",
-        )
-        self.clients[account_id] = LNMarketsClient(self.base_url, credentials)
-        return credentials
-
-    async def for_account(self, account_id: int) -> Exchange:
-        return self.clients[account_id]
-
-    async def aclose(self) -> None:
-        for client in self.clients.values():
-            await client.aclose()
-
-
-async def wait_until_idle(queue: Queue, timeout_s: float = 120.0) -> None:
-    """Wait until the queue has no waiting, active, delayed or prioritized job."""
-    deadline = time.monotonic() + timeout_s
-    pause_s = 0.0005
-    while True:
-        counts = await queue.getJobCounts(*BUSY_STATES)
-        if not any(counts.values()):
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"queue {queue.name} still busy after {timeout_s} s: {counts}")
-        await asyncio.sleep(pause_s)
-        pause_s = min(pause_s * 2, 0.01)
-
-
 async def _delete_keys(redis: Redis, pattern: str) -> None:
     async for key in redis.scan_iter(match=pattern, count=1000):
         await redis.delete(key)
@@ -511,3 +331,18 @@ async def _delete_keys(redis: Redis, pattern: str) -> None:
 def tick_prices(ticks: list[Tick]) -> list[Decimal]:
     """Return each tick's price on the venue's 0.5 USD tick."""
     return [lnm.quantize_price(tick.price) for tick in ticks]
+
+
+__all__ = [
+    "EXCHANGES",
+    "PAUSED_CHECK_INTERVAL_MS",
+    "AutomationLane",
+    "AutomationOutcome",
+    "GuardedReplay",
+    "GuardedRun",
+    "Liquidation",
+    "MockAccountsResolver",
+    "ProgressCallback",
+    "tick_prices",
+    "wait_until_idle",
+]
