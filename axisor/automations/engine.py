@@ -52,7 +52,7 @@ from axisor.automations.config import (
 from axisor.automations.store import StoredAutomation, load_active, record_best_prices
 from axisor.db.models import Position, PositionStatus
 from axisor.db.session import Database
-from axisor.engine.events import STREAM_MAX_LEN, PositionEventReader
+from axisor.engine.events import STREAM_MAX_LEN, PositionEventReader, StreamIdReader
 from axisor.exchange.math import SATS_PER_BTC
 from axisor.exchange.models import Side
 from axisor.queue.jobs import AutomationJob, job_options
@@ -349,28 +349,11 @@ class _Fire:
     price: Decimal
 
 
-class AutomationEvents:
+class AutomationEvents(StreamIdReader):
     """Reads automation-changed events from their stream, from where it was at ``start``."""
 
     def __init__(self, redis: Redis, stream: str = AUTOMATION_EVENTS_STREAM) -> None:
-        self.redis = redis
-        self.stream = stream
-        self.last_id = "$"
-
-    async def start(self) -> None:
-        newest = await self.redis.xrevrange(self.stream, count=1)
-        self.last_id = newest[0][0] if newest else "0-0"
-
-    async def read(self, block_ms: int | None = None) -> set[int]:
-        changed: set[int] = set()
-        while True:
-            reply = await self.redis.xread({self.stream: self.last_id}, count=1000, block=block_ms)
-            if not reply:
-                return changed
-            for event_id, fields in reply[0][1]:
-                self.last_id = event_id
-                changed.add(int(fields[b"automation_id"]))
-            block_ms = None
+        super().__init__(redis, stream, "automation_id")
 
 
 def automation_events_stream(position_stream: str) -> str:

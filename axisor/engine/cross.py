@@ -17,6 +17,7 @@ from bullmq import Queue
 from redis.asyncio import Redis
 
 from axisor.db.session import Database
+from axisor.engine.events import STREAM_MAX_LEN, StreamIdReader
 from axisor.errors import AxisorError, NotSupportedError
 from axisor.exchange.models import Side
 from axisor.exchange.protocol import CrossExchange
@@ -32,9 +33,6 @@ from axisor.queue.names import CROSS_EVENTS_STREAM, GUARD_CROSS_JOB
 from axisor.workers.context import ExchangeResolver
 
 log = structlog.get_logger("axisor.engine")
-
-# The stream keeps about this many events; a trimmed event only delays a re-read to a rebuild.
-STREAM_MAX_LEN = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,29 +55,11 @@ async def publish_cross_changed(
     await redis.xadd(stream, fields, maxlen=STREAM_MAX_LEN, approximate=True)
 
 
-class CrossEventReader:
+class CrossEventReader(StreamIdReader):
     """Reader of the account ids on the cross events stream, from where it ended at ``start``."""
 
     def __init__(self, redis: Redis, stream: str = CROSS_EVENTS_STREAM) -> None:
-        self.redis = redis
-        self.stream = stream
-        self.last_id = "$"
-
-    async def start(self) -> None:
-        newest = await self.redis.xrevrange(self.stream, count=1)
-        self.last_id = newest[0][0] if newest else "0-0"
-
-    async def read(self, block_ms: int | None = None) -> set[int]:
-        """Return the ids of the accounts announced since the last read."""
-        changed: set[int] = set()
-        while True:
-            reply = await self.redis.xread({self.stream: self.last_id}, count=1000, block=block_ms)
-            if not reply:
-                return changed
-            for event_id, fields in reply[0][1]:
-                self.last_id = event_id
-                changed.add(int(fields[b"account_id"]))
-            block_ms = None
+        super().__init__(redis, stream, "account_id")
 
 
 class CrossEngine:

@@ -22,12 +22,14 @@ async def publish_position_changed(
     )
 
 
-class PositionEventReader:
-    """Reads the stream from where it was when the reader started, never from the beginning."""
+class StreamIdReader:
+    """Reads the integer ids in one field of a change stream, from where the stream ended at
+    ``start``, never from the beginning."""
 
-    def __init__(self, redis: Redis, stream: str = POSITION_EVENTS_STREAM) -> None:
+    def __init__(self, redis: Redis, stream: str, field: str) -> None:
         self.redis = redis
         self.stream = stream
+        self.field = field.encode()
         self.last_id = "$"
 
     async def start(self) -> None:
@@ -36,7 +38,7 @@ class PositionEventReader:
         self.last_id = newest[0][0] if newest else "0-0"
 
     async def read(self, block_ms: int | None = None) -> set[int]:
-        """Return the ids of positions changed since the last read."""
+        """Return the ids announced since the last read."""
         changed: set[int] = set()
         while True:
             reply = await self.redis.xread({self.stream: self.last_id}, count=1000, block=block_ms)
@@ -44,5 +46,12 @@ class PositionEventReader:
                 return changed
             for event_id, fields in reply[0][1]:
                 self.last_id = event_id
-                changed.add(int(fields[b"position_id"]))
+                changed.add(int(fields[self.field]))
             block_ms = None
+
+
+class PositionEventReader(StreamIdReader):
+    """Reads the ids of changed positions."""
+
+    def __init__(self, redis: Redis, stream: str = POSITION_EVENTS_STREAM) -> None:
+        super().__init__(redis, stream, "position_id")
