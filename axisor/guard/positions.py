@@ -184,9 +184,8 @@ def sync_account(
 ) -> SyncResult:
     """Reconcile the account's positions with its running trades, in one transaction.
 
-    A trade that no longer runs closes its position (liquidated when the exchange reports so),
-    and a trade reported with impossible values marks its position invalid; neither sends an
-    action.
+    A trade that no longer runs closes its position, as liquidated when the exchange reports so.
+    A trade reported with impossible values marks its position invalid. Neither sends an action.
     """
     result = SyncResult([], [], [], [])
     by_trade = {trade.id: trade for trade in running}

@@ -1,7 +1,7 @@
 """The guarded replay: paper venue → engine → BullMQ on Redis → workers → paper venue.
 
 The replay runs in lockstep: after a tick's jobs are queued, the next tick waits until the
-queue is empty, as if every worker answered before the market moved again. Latency is still
+queue is empty, as if every worker finished before the market moved again. Latency is still
 real: ``tick_to_action_ms`` is measured from the engine receiving the tick to the exchange call.
 """
 
@@ -61,7 +61,7 @@ class Liquidation:
 
 @dataclass
 class GuardedRun:
-    """What the guarded replay produced, for the summary and the report."""
+    """Output of the guarded replay, for the summary and the report."""
 
     venue: PaperVenue
     database: Database

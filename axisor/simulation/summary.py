@@ -13,7 +13,7 @@ from axisor.guard.config import GuardAction
 from axisor.simulation.runner import GuardedRun
 from axisor.simulation.scenario import AUTOMATION_VARIANTS, PlannedAutomation, Scenario
 
-# Why a liquidation that happened without the guard also happened with it.
+# Reasons why a liquidation that happened without the guard also happened with it.
 GAP = "gap"  # one tick jumped past both the trigger and the liquidation price
 INSUFFICIENT_FUNDS = "insufficient_funds"  # free balance and budget could not cover the action
 ACTION_LIMIT = "action_limit"  # the guard had used all of its max_actions

@@ -1,9 +1,12 @@
 """The margin-guard-action job: act once on a position whose trigger the engine saw crossed.
 
-Order of work: read the ledger (a finished action is never repeated), re-read the trade from the
-exchange (a vanished or impossible trade gets no action), settle an earlier attempt whose outcome
-is unknown, check the trigger against fresh values, then claim the ledger row and call the
-exchange. The claim commits before the call, so a crash after it leaves evidence to reconcile.
+Order of work:
+1. Read the ledger. A finished action is never repeated.
+2. Re-read the trade from the exchange. A vanished or impossible trade gets no action.
+3. Settle an earlier attempt whose outcome is unknown.
+4. Check the trigger against the fresh values.
+5. Claim the ledger row, then call the exchange. The claim commits before the call, so a crash
+   after it leaves evidence that the next attempt reconciles.
 
 ``reduce_cross_position`` applies the same ledger discipline to an account's cross margin
 position, which the positions table does not track: it reduces the net position with an opposite
