@@ -15,14 +15,13 @@ from axisor.db.models import LedgerState
 from axisor.errors import InvalidConfigError, RetryLaterError, StateUnknownError
 from axisor.exchange.models import Side
 from axisor.exchange.paper import LN_MARKETS_ISOLATED
-from axisor.guard.config import GuardAction, GuardConfig
-from axisor.workers.guard_action import (
+from axisor.guard.config import GuardAction, GuardConfig, check_reduce_supported
+from axisor.workers.cross_reduce import (
     CrossReduceRequest,
-    check_reduce_supported,
     plan_cross_reduce,
     reduce_cross_position,
-    run_guard_action,
 )
+from axisor.workers.guard_action import run_guard_action
 
 from .guard_fixtures import CROSSING_PRICE, GuardWorld, guard_world
 

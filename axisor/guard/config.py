@@ -131,3 +131,22 @@ def _check_cross_supported(config: GuardConfig, capabilities: Capabilities) -> N
             f"reduce_position is not supported for cross margin positions on "
             f"{capabilities.name}: the venue cannot partially reduce its cross margin position",
         )
+
+
+def check_reduce_supported(config: GuardConfig, capabilities: Capabilities, *, cross: bool) -> None:
+    """Raise InvalidConfigError when the venue cannot carry out ``config`` on this position.
+
+    An isolated trade (``cross`` False) follows ``check_supported``. A cross margin position
+    accepts reduce_position when the venue declares ``cross`` and ``partial_reduce_cross``.
+    """
+    if not cross:
+        check_supported(config, capabilities)
+        return
+    reducing = config.action is GuardAction.REDUCE_POSITION
+    if reducing and not (capabilities.cross and capabilities.partial_reduce_cross):
+        raise InvalidConfigError(
+            "action",
+            f"reduce_position is not supported for cross margin positions on "
+            f"{capabilities.name}: the venue cannot partially reduce its cross margin position; "
+            "use close_position or notify",
+        )

@@ -27,7 +27,7 @@ from axisor.guard.cross import (
 )
 from axisor.queue.jobs import GuardCrossJob
 from axisor.workers.context import WorkerContext
-from axisor.workers.guard_action import CrossReduceRequest, reduce_cross_position
+from axisor.workers.cross_reduce import CrossReduceRequest, reduce_cross_position
 
 
 async def run_guard_cross(ctx: WorkerContext, job: GuardCrossJob) -> dict:
