@@ -93,7 +93,7 @@ async def bench_paper_venue() -> list[tuple[str, str]]:
 
 
 def burst_scenario(positions: int, prices: list[Decimal]) -> Scenario:
-    """One 10x long per account, all opened at the first tick, all armed at half the distance."""
+    """Return one 10x long per account, opened at the first tick and armed at half the distance."""
     guard = GuardConfig(margin_threshold=Decimal("0.5"), add_margin_percent=Decimal(50))
     accounts = [
         PlannedAccount(i, f"bench{i}@example.test", Plan.PRO, 10_000_000, guard)

@@ -35,7 +35,7 @@ async def test_action_notified_in_app(world):
 
 
 async def test_unfunded_notified_as_failure(world):
-    """No free sats gives a failure notification that says what to do."""
+    """No free sats gives a failure notification that tells the user what to do."""
     notifier = Notifier(world.db, lambda user_id: None)
     world.ctx.notifier = notifier
     _, position_id = await world.open_position(spare_sats=0)

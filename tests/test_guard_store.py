@@ -83,7 +83,7 @@ def test_invalid_write_keeps_stored(db, account_id, raw, field):
 
 
 def test_reduce_rejected_with_reason(db, account_id):
-    """reduce_position on an LN Markets isolated venue says why it cannot be done."""
+    """reduce_position on an LN Markets isolated venue is rejected with the reason."""
     with pytest.raises(InvalidConfigError) as error:
         configure_guard(db, account_id, {"margin_threshold": "0.8", "action": "reduce_position"})
     assert "cannot partially reduce an isolated trade" in str(error.value)

@@ -217,7 +217,7 @@ async def test_throttle_blocks_account_until_retry_after(http, mock):
 
 
 async def test_held_reply_released_on_exit(venue):
-    """Stopping the server answers a held reply at once instead of after hold_s."""
+    """Stopping the server sends a held reply at once instead of after hold_s."""
     mock = MockExchange(venue)
     mock.register("bob", CREDENTIALS.key, CREDENTIALS.secret, CREDENTIALS.passphrase)
     mock.set_price(D(60_000))

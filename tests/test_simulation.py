@@ -137,7 +137,7 @@ def cli_env(tmp_path, redis_url, monkeypatch) -> dict[str, str]:
 
 
 def test_cli_json_is_one_object(cli_env, tmp_path):
-    """With --json, stdout holds exactly one JSON object; progress goes to stderr."""
+    """With --json, stdout contains exactly one JSON object, and progress goes to stderr."""
     prices = tmp_path / "crash.csv"
     prices.write_text(falling_prices_csv(start_usd=40_000, step_usd=150, minutes=120))
     completed = run_cli(

@@ -2,7 +2,7 @@
 ``accounts`` and ``pool``.
 
 Every command prints a table, or one JSON document with --json. Every command that changes
-state first prints what it will change and asks for confirmation, unless --yes is given.
+state first prints what it will change and requests confirmation, unless --yes is given.
 
 Each area has its own module: ``axisor.cli.queue`` (queue and redis), ``axisor.cli.doctor``,
 ``axisor.cli.workload`` (jobs, trades, automations and accounts balances) and

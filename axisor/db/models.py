@@ -267,7 +267,7 @@ class Automation(Base):
 
 
 class TradeLogEntry(Base):
-    """What the platform did on an exchange, or tried to, for the user to read."""
+    """Record of an action the platform took, or tried, on an exchange, for the user to read."""
 
     __tablename__ = "trade_log"
 

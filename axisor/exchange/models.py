@@ -34,7 +34,7 @@ class TradeStatus(enum.StrEnum):
 
 
 class CloseReason(enum.StrEnum):
-    """Why a trade stopped running."""
+    """Reason a trade stopped running."""
 
     CLOSED = "closed"  # closed on request
     LIQUIDATED = "liquidated"
@@ -44,7 +44,7 @@ class CloseReason(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Capabilities:
-    """What a venue supports; the platform reads these instead of testing the venue's name."""
+    """Features of a venue, which the platform reads instead of testing the venue's name."""
 
     name: str
     isolated: bool = True

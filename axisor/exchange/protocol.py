@@ -1,6 +1,6 @@
 """The one interface the platform uses to talk to any venue, for one account.
 
-Every method may raise the ``ExchangeError`` subclasses of ``axisor.errors``; a method that
+Every method may raise the ``ExchangeError`` subclasses of ``axisor.errors``. A method that
 changes state raises ``StateUnknownError`` when the venue may have applied it without a reply.
 """
 

@@ -108,8 +108,11 @@ def load_guarded(session: Session, position_id: int) -> GuardedPosition | None:
 
 
 def increment(position: Position, column: str, amount: int) -> None:
-    """Add ``amount`` to a counter in SQL (``SET x = x + n``) on a stored position, so that
-    concurrent workers never lose each other's updates, or in Python on a new one."""
+    """Add ``amount`` to a counter of the position.
+
+    On a stored position the addition runs in SQL (``SET x = x + n``), so concurrent
+    transactions do not overwrite each other's increments. A new position is updated in Python.
+    """
     if inspect(position).persistent:
         setattr(position, column, getattr(Position, column) + amount)
     else:

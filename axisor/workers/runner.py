@@ -170,10 +170,11 @@ def start_worker(
 ) -> Worker:
     """Start a BullMQ worker on ``queue``; the caller closes it with ``await worker.close()``.
 
-    By default the lock lasts twice the job timeout (at least 30 s), so a job that is still
-    inside its timeout never loses its lock to the stalled-job check. ``lock_duration_ms``
-    overrides it. A job of a killed worker stays active until its lock expires, and the next
-    stalled-job check of another worker (every ``stalled_interval_ms``) moves it back to wait.
+    By default the lock lasts twice the job timeout (at least 30 s), so a job inside its timeout
+    keeps its lock as long as the event loop can renew it (database calls run in threads).
+    ``lock_duration_ms`` overrides it. A job of a killed worker stays active until its lock
+    expires, and the next stalled-job check of another worker (every ``stalled_interval_ms``)
+    moves it back to wait.
     """
     options = {
         "connection": redis_url,

@@ -3,7 +3,7 @@
 Every request goes through ``LNMarketsClient._call``, which applies the one retry policy:
 
 - GET requests are retried, at most ``get_attempts`` times in all with exponential backoff,
-  when the exchange or the network says nothing was done (``RetryLaterError``).
+  when the exchange or the network reports that nothing was done (``RetryLaterError``).
 - POST, PUT and DELETE requests are never retried. The only resend is after the exchange
   rejected a request for its timestamp: a rejected request was not applied, so the client
   measures the clock again, signs again and sends it once more.
